@@ -1,0 +1,774 @@
+//! [`Cache`]: the typed front end over any [`Store`].
+
+mod flight;
+mod loaded;
+mod put;
+mod stats;
+
+use std::borrow::Borrow;
+use std::error::Error as StdError;
+use std::fmt;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::FutureExt as _;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tracing::Instrument as _;
+
+use self::flight::{Flights, Role};
+pub use self::loaded::Loaded;
+pub use self::put::Put;
+pub use self::stats::CacheStats;
+use self::stats::{Counters, add, bump};
+use crate::codec::{Codec, MsgPack, open, seal};
+use crate::dep::{Dep, tags_of};
+use crate::error::{Error, Result};
+use crate::key::{IntoKey, Key};
+use crate::store::{FillToken, KeyTtl, Lookup, PutOutcome, Store, check_ttl};
+
+/// The default limit on an encoded value, in bytes.
+pub const DEFAULT_MAX_VALUE_LEN: usize = 32 * 1024 * 1024;
+
+/// A typed, dependency-tracking cache over a [`Store`].
+///
+/// Values are any `serde` type, encoded by the codec `C` (MessagePack by default) in a versioned
+/// envelope. Entries declare [`Dep`]endencies; [`invalidate`](Cache::invalidate) removes every
+/// entry that depends on what a write touched. [`get_or_insert_with`](Cache::get_or_insert_with)
+/// is the call to use for reads: concurrent callers share one load, and a load that races with an
+/// invalidation of its dependencies is not stored.
+///
+/// Cloning a `Cache` is cheap: clones share the store, the counters and the in-flight loads.
+///
+/// # Examples
+///
+/// ```
+/// use matroska_core::{Cache, Dep, Loaded, MemoryStore, Scopes};
+///
+/// #[derive(serde::Serialize, serde::Deserialize, Clone)]
+/// struct Article { id: i64, category: String, published: bool }
+///
+/// # futures::executor::block_on(async {
+/// let scopes = Scopes::new("article")
+///     .id(|a: &Article| a.id)
+///     .describe(["category", "published"], |a: &Article| (a.category.clone(), a.published));
+/// let cache = Cache::new(MemoryStore::new());
+///
+/// let news = scopes.condition([("category", "news".into()), ("published", true.into())])?;
+/// let list: Vec<Article> = cache
+///     .get_or_insert_with("articles:news", || async {
+///         let rows = vec![Article { id: 1, category: "news".into(), published: true }];
+///         let ids = rows.iter().map(|a| Dep::id("article", a.id)).collect::<Vec<_>>();
+///         Ok::<_, std::io::Error>(Loaded::new(rows).deps(ids).dep(news.clone()))
+///     })
+///     .await?;
+/// assert_eq!(list.len(), 1);
+///
+/// // A new published news article enters the list: its scope is invalidated.
+/// let new = Article { id: 2, category: "news".into(), published: true };
+/// cache.invalidate(scopes.invalidate_for(None, Some(&new), None)).await?;
+/// assert!(cache.get::<Vec<Article>>("articles:news").await?.is_none());
+/// # Ok::<(), matroska_core::Error>(()) });
+/// ```
+pub struct Cache<S, C = MsgPack> {
+    inner: Arc<Inner<S, C>>,
+}
+
+struct Inner<S, C> {
+    store: S,
+    codec: C,
+    schema: u16,
+    default_ttl: Option<Duration>,
+    fail_open: bool,
+    max_value_len: usize,
+    flights: Flights,
+    counters: Counters,
+}
+
+impl<S, C> Clone for Cache<S, C> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<S: Store, C> fmt::Debug for Cache<S, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cache")
+            .field("store", &self.inner.store)
+            .field("schema", &self.inner.schema)
+            .field("default_ttl", &self.inner.default_ttl)
+            .field("fail_open", &self.inner.fail_open)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Configures a [`Cache`].
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use matroska_core::{Cache, MemoryStore, codec::Json};
+///
+/// let cache = Cache::builder(MemoryStore::new())
+///     .codec(Json)
+///     .schema_version(2)
+///     .default_ttl(Duration::from_secs(600))
+///     .fail_open(true)
+///     .build();
+/// # let _ = cache;
+/// ```
+#[derive(Debug)]
+#[must_use]
+pub struct CacheBuilder<S, C = MsgPack> {
+    store: S,
+    codec: C,
+    schema: u16,
+    default_ttl: Option<Duration>,
+    fail_open: bool,
+    max_value_len: usize,
+}
+
+impl<S: Store, C: Codec> CacheBuilder<S, C> {
+    /// The codec (default [`MsgPack`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use matroska_core::{Cache, MemoryStore, codec::Json};
+    ///
+    /// let cache = Cache::builder(MemoryStore::new()).codec(Json).build();
+    /// # let _ = cache;
+    /// ```
+    pub fn codec<C2: Codec>(self, codec: C2) -> CacheBuilder<S, C2> {
+        CacheBuilder {
+            store: self.store,
+            codec,
+            schema: self.schema,
+            default_ttl: self.default_ttl,
+            fail_open: self.fail_open,
+            max_value_len: self.max_value_len,
+        }
+    }
+
+    /// The schema version written with every value (default 0). Bump it when a cached type
+    /// changes incompatibly: entries written with another version are misses.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let cache = matroska_core::Cache::builder(matroska_core::MemoryStore::new())
+    ///     .schema_version(3)
+    ///     .build();
+    /// # let _ = cache;
+    /// ```
+    pub fn schema_version(mut self, version: u16) -> Self {
+        self.schema = version;
+        self
+    }
+
+    /// The time to live of entries that do not set one (default: none, entries do not expire).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let cache = matroska_core::Cache::builder(matroska_core::MemoryStore::new())
+    ///     .default_ttl(std::time::Duration::from_secs(60))
+    ///     .build();
+    /// # let _ = cache;
+    /// ```
+    pub fn default_ttl(mut self, ttl: Duration) -> Self {
+        self.default_ttl = Some(ttl);
+        self
+    }
+
+    /// Fail open (default: off): when the store has a transient failure (it is down, restarting or
+    /// timing out), reads are misses and writes of values are skipped, so the application keeps
+    /// working from its database. Invalidations, deletes and clears still fail loudly: losing one
+    /// could leave stale data behind.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let cache = matroska_core::Cache::builder(matroska_core::MemoryStore::new())
+    ///     .fail_open(true)
+    ///     .build();
+    /// # let _ = cache;
+    /// ```
+    pub fn fail_open(mut self, fail_open: bool) -> Self {
+        self.fail_open = fail_open;
+        self
+    }
+
+    /// The largest encoded value accepted, in bytes (default [`DEFAULT_MAX_VALUE_LEN`], 32 MiB;
+    /// the store's own limit applies too).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let cache = matroska_core::Cache::builder(matroska_core::MemoryStore::new())
+    ///     .max_value_len(1024 * 1024)
+    ///     .build();
+    /// # let _ = cache;
+    /// ```
+    pub fn max_value_len(mut self, bytes: usize) -> Self {
+        self.max_value_len = bytes;
+        self
+    }
+
+    /// Builds the cache.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let cache = matroska_core::Cache::builder(matroska_core::MemoryStore::new()).build();
+    /// # let _ = cache;
+    /// ```
+    pub fn build(self) -> Cache<S, C> {
+        let max_value_len = self.max_value_len.min(self.store.max_value_len());
+        Cache {
+            inner: Arc::new(Inner {
+                store: self.store,
+                codec: self.codec,
+                schema: self.schema,
+                default_ttl: self.default_ttl,
+                fail_open: self.fail_open,
+                max_value_len,
+                flights: Flights::default(),
+                counters: Counters::default(),
+            }),
+        }
+    }
+}
+
+impl<S: Store> Cache<S, MsgPack> {
+    /// A cache over `store` with the default settings (MessagePack, no default TTL, fail closed).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let cache = matroska_core::Cache::new(matroska_core::MemoryStore::new());
+    /// # let _ = cache;
+    /// ```
+    pub fn new(store: S) -> Self {
+        Self::builder(store).build()
+    }
+
+    /// Configures a cache over `store`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let cache = matroska_core::Cache::builder(matroska_core::MemoryStore::new()).build();
+    /// # let _ = cache;
+    /// ```
+    pub fn builder(store: S) -> CacheBuilder<S, MsgPack> {
+        CacheBuilder {
+            store,
+            codec: MsgPack,
+            schema: 0,
+            default_ttl: None,
+            fail_open: false,
+            max_value_len: DEFAULT_MAX_VALUE_LEN,
+        }
+    }
+}
+
+/// What a read found.
+enum Found<T> {
+    Value(T),
+    /// A miss; the token makes a later fill race-safe. `None`: do not store a fill (the store
+    /// failed open, or the entry kept failing to decode).
+    Miss(Option<FillToken>),
+}
+
+impl<S: Store, C: Codec> Cache<S, C> {
+    /// The store under this cache.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use matroska_core::{Cache, MemoryStore};
+    ///
+    /// let cache = Cache::new(MemoryStore::new());
+    /// assert_eq!(cache.store().entry_count(), 0);
+    /// ```
+    pub fn store(&self) -> &S {
+        &self.inner.store
+    }
+
+    /// A snapshot of the counters.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let cache = matroska_core::Cache::new(matroska_core::MemoryStore::new());
+    /// assert_eq!(cache.stats().hits, 0);
+    /// ```
+    pub fn stats(&self) -> CacheStats {
+        self.inner.counters.snapshot()
+    }
+
+    /// Reads a value. `None` when there is no live entry, and also when the stored bytes no
+    /// longer decode as a `T` (the entry is then removed and logged).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidKey`], or the store's error (unless [failing
+    /// open](CacheBuilder::fail_open)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// let cache = matroska_core::Cache::new(matroska_core::MemoryStore::new());
+    /// cache.put("k", &42_u32).await?;
+    /// assert_eq!(cache.get::<u32>("k").await?, Some(42));
+    /// // A type change between put and get is a miss, never a panic.
+    /// assert_eq!(cache.get::<String>("k").await?, None);
+    /// # Ok::<(), matroska_core::Error>(()) });
+    /// ```
+    pub async fn get<T: DeserializeOwned>(&self, key: impl IntoKey) -> Result<Option<T>> {
+        let key = key.into_key()?;
+        let span =
+            tracing::debug_span!("matroska.get", store = self.inner.store.name(), key = %key);
+        async {
+            Ok(match self.lookup(&key).await? {
+                Found::Value(value) => Some(value),
+                Found::Miss(_) => None,
+            })
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Whether a live entry exists (it is not decoded).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidKey`], or the store's error (unless failing open).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// let cache = matroska_core::Cache::new(matroska_core::MemoryStore::new());
+    /// assert!(!cache.has("k").await?);
+    /// cache.put("k", &1).await?;
+    /// assert!(cache.has("k").await?);
+    /// # Ok::<(), matroska_core::Error>(()) });
+    /// ```
+    pub async fn has(&self, key: impl IntoKey) -> Result<bool> {
+        let key = key.into_key()?;
+        match self.inner.store.exists(&key).await {
+            Ok(found) => Ok(found),
+            Err(err) => self.absorb(err, "has").map(|()| false),
+        }
+    }
+
+    /// Stores a value; add dependencies and a time to live on the returned [`Put`], then await
+    /// it. The value is encoded at once.
+    ///
+    /// # Errors
+    ///
+    /// (When awaited) [`Error::InvalidKey`], [`Error::InvalidDep`], [`Error::InvalidTtl`],
+    /// [`Error::ValueTooLarge`] or [`Error::Encode`] before anything is written; the store's error
+    /// (unless failing open).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use matroska_core::{Cache, Dep, Error, MemoryStore};
+    ///
+    /// # futures::executor::block_on(async {
+    /// let cache = Cache::new(MemoryStore::new());
+    /// cache.put("article:5", &"Hello").dep(Dep::id("article", 5)).await?;
+    /// assert!(matches!(cache.put("", &1).await, Err(Error::InvalidKey { .. })));
+    /// # Ok::<(), matroska_core::Error>(()) });
+    /// ```
+    pub fn put<T: Serialize + ?Sized>(&self, key: impl IntoKey, value: &T) -> Put<'_, S, C> {
+        Put {
+            cache: self,
+            key: key.into_key(),
+            value: seal(&self.inner.codec, self.inner.schema, value),
+            deps: Vec::new(),
+            ttl: None,
+        }
+    }
+
+    /// Removes an entry; returns whether a live one was removed.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidKey`] or the store's error (always: a lost delete could leave stale data).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// let cache = matroska_core::Cache::new(matroska_core::MemoryStore::new());
+    /// cache.put("k", &1).await?;
+    /// assert!(cache.delete("k").await?);
+    /// assert!(!cache.delete("k").await?);
+    /// # Ok::<(), matroska_core::Error>(()) });
+    /// ```
+    pub async fn delete(&self, key: impl IntoKey) -> Result<bool> {
+        let key = key.into_key()?;
+        self.inner
+            .store
+            .delete(&key)
+            .await
+            .inspect_err(|_| self.count_store_error())
+    }
+
+    /// The remaining life of an entry: missing, persistent, or the time left.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidKey`], or the store's error (failing open: [`KeyTtl::Missing`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use matroska_core::store::KeyTtl;
+    ///
+    /// # futures::executor::block_on(async {
+    /// let cache = matroska_core::Cache::new(matroska_core::MemoryStore::new());
+    /// assert_eq!(cache.ttl("k").await?, KeyTtl::Missing);
+    /// cache.put("k", &1).await?;
+    /// assert_eq!(cache.ttl("k").await?, KeyTtl::Persistent);
+    /// cache.put("k", &1).ttl(Duration::from_secs(60)).await?;
+    /// assert!(matches!(cache.ttl("k").await?, KeyTtl::Expires(d) if d <= Duration::from_secs(60)));
+    /// # Ok::<(), matroska_core::Error>(()) });
+    /// ```
+    pub async fn ttl(&self, key: impl IntoKey) -> Result<KeyTtl> {
+        let key = key.into_key()?;
+        match self.inner.store.ttl(&key).await {
+            Ok(ttl) => Ok(ttl),
+            Err(err) => self.absorb(err, "ttl").map(|()| KeyTtl::Missing),
+        }
+    }
+
+    /// Removes every entry that depends on one of `deps`, and makes sure no load that started
+    /// before this call stores its (possibly stale) result. Returns how many entries depended on
+    /// them.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidDep`] before anything is invalidated, or the store's error (always, even
+    /// when failing open: the caller must know that an invalidation was lost).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use matroska_core::{Cache, Dep, MemoryStore};
+    ///
+    /// # futures::executor::block_on(async {
+    /// let cache = Cache::new(MemoryStore::new());
+    /// cache.put("a", &1).dep(Dep::id("author", 7)).await?;
+    /// cache.put("b", &2).dep(Dep::id("author", 8)).await?;
+    /// assert_eq!(cache.invalidate([Dep::id("author", 7)]).await?, 1);
+    /// assert_eq!(cache.get::<i32>("a").await?, None);
+    /// assert_eq!(cache.get::<i32>("b").await?, Some(2));
+    /// # Ok::<(), matroska_core::Error>(()) });
+    /// ```
+    pub async fn invalidate<I>(&self, deps: I) -> Result<u64>
+    where
+        I: IntoIterator,
+        I::Item: Borrow<Dep>,
+    {
+        let deps: Vec<I::Item> = deps.into_iter().collect();
+        let tags = tags_of(deps.iter().map(Borrow::borrow))?;
+        if tags.is_empty() {
+            return Ok(0);
+        }
+        let span = tracing::debug_span!(
+            "matroska.invalidate",
+            store = self.inner.store.name(),
+            tags = tags.len()
+        );
+        let removed = self
+            .inner
+            .store
+            .invalidate(&tags)
+            .instrument(span)
+            .await
+            .inspect_err(|err| {
+                self.count_store_error();
+                tracing::error!(error = %err, ?tags, "invalidation failed");
+            })?;
+        let counters = &self.inner.counters;
+        bump(&counters.invalidations);
+        add(&counters.entries_invalidated, removed);
+        tracing::debug!(?tags, removed, "invalidated");
+        Ok(removed)
+    }
+
+    /// Removes every entry of the store's namespace.
+    ///
+    /// # Errors
+    ///
+    /// The store's error (always).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// let cache = matroska_core::Cache::new(matroska_core::MemoryStore::new());
+    /// cache.put("k", &1).await?;
+    /// cache.clear().await?;
+    /// assert!(!cache.has("k").await?);
+    /// # Ok::<(), matroska_core::Error>(()) });
+    /// ```
+    pub async fn clear(&self) -> Result<()> {
+        self.inner
+            .store
+            .clear()
+            .await
+            .inspect_err(|_| self.count_store_error())
+    }
+
+    /// Returns the cached value, or loads, stores and returns it.
+    ///
+    /// The loader returns the value with its dependencies ([`Loaded`]). Within this process,
+    /// concurrent callers for one key share one loader call (single-flight): each gets the value,
+    /// or the loader's error as [`Error::Loader`]. The fill is race-safe: if any dependency is
+    /// invalidated between the miss and the store (a writer changed a row while the loader read
+    /// it), the loaded value is returned to the callers but not stored, so the next read loads
+    /// again. A failure to store after a successful load (the store is down) is logged, and the
+    /// value is still returned.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::Loader`] with the loader's error (the next call loads again);
+    /// - [`Error::LoaderPanicked`] for callers that waited on a loader that panicked;
+    /// - [`Error::InvalidKey`], [`Error::InvalidDep`], [`Error::InvalidTtl`],
+    ///   [`Error::ValueTooLarge`], [`Error::Encode`] for bad input;
+    /// - the store's error on the initial read (unless failing open).
+    ///
+    /// # Panics
+    ///
+    /// If the loader panics, the panic propagates to this caller (after the callers waiting on it
+    /// were told).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use matroska_core::{Cache, Dep, Loaded, MemoryStore};
+    ///
+    /// # futures::executor::block_on(async {
+    /// let cache = Cache::new(MemoryStore::new());
+    /// let load = || async { Ok::<_, std::io::Error>(Loaded::new("Hello".to_string()).dep(Dep::id("article", 5))) };
+    /// assert_eq!(cache.get_or_insert_with("article:5", load).await?, "Hello");
+    /// assert_eq!(cache.stats().loads, 1);
+    /// // Cached now: the loader is not called again.
+    /// assert_eq!(cache.get_or_insert_with("article:5", load).await?, "Hello");
+    /// assert_eq!(cache.stats().loads, 1);
+    /// # Ok::<(), matroska_core::Error>(()) });
+    /// ```
+    pub async fn get_or_insert_with<T, F, Fut, E>(&self, key: impl IntoKey, loader: F) -> Result<T>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = std::result::Result<Loaded<T>, E>>,
+        E: Into<Box<dyn StdError + Send + Sync>>,
+    {
+        let key = key.into_key()?;
+        let span = tracing::debug_span!(
+            "matroska.get_or_insert_with",
+            store = self.inner.store.name(),
+            key = %key
+        );
+        async {
+            let (leader, token) = loop {
+                let token = match self.lookup(&key).await? {
+                    Found::Value(value) => return Ok(value),
+                    Found::Miss(token) => token,
+                };
+                match self.inner.flights.join(&key) {
+                    Role::Leader(leader) => break (leader, token),
+                    Role::Waiter(slot) => {
+                        bump(&self.inner.counters.coalesced);
+                        match flight::wait(slot).await {
+                            Some(Ok(bytes)) => {
+                                return open(&self.inner.codec, self.inner.schema, &bytes);
+                            }
+                            Some(Err(err)) => return Err(err),
+                            // The leader was cancelled or panicked: try again.
+                            None => {}
+                        }
+                    }
+                }
+            };
+            bump(&self.inner.counters.loads);
+            let loaded = match AssertUnwindSafe(loader()).catch_unwind().await {
+                Ok(Ok(loaded)) => loaded,
+                Ok(Err(err)) => {
+                    let err = Error::Loader(Arc::from(err.into()));
+                    leader.finish(Err(err.clone()));
+                    return Err(err);
+                }
+                Err(panic) => {
+                    leader.finish(Err(Error::LoaderPanicked));
+                    std::panic::resume_unwind(panic);
+                }
+            };
+            match self.fill(&key, &loaded, token.as_ref()).await {
+                Ok(bytes) => {
+                    leader.finish(Ok(bytes));
+                    Ok(loaded.value)
+                }
+                Err(err) => {
+                    leader.finish(Err(err.clone()));
+                    Err(err)
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Encodes and validates a loaded value, and stores it when a token allows. Returns the
+    /// encoded bytes for the waiting callers.
+    async fn fill<T: Serialize>(
+        &self,
+        key: &Key,
+        loaded: &Loaded<T>,
+        token: Option<&FillToken>,
+    ) -> Result<Bytes> {
+        let bytes = seal(&self.inner.codec, self.inner.schema, &loaded.value)?;
+        let tags = tags_of(&loaded.deps)?;
+        let ttl = loaded.ttl.or(self.inner.default_ttl);
+        self.check_value(&bytes, ttl)?;
+        let Some(token) = token else {
+            return Ok(bytes);
+        };
+        match self
+            .inner
+            .store
+            .put(key, bytes.clone(), &tags, ttl, Some(token))
+            .await
+        {
+            Ok(outcome) => self.count_put(key, outcome),
+            Err(err) => {
+                self.count_store_error();
+                tracing::warn!(error = %err, key = %key, "could not store the loaded value");
+            }
+        }
+        Ok(bytes)
+    }
+
+    /// Stores encoded bytes without a token (the caller vouches they are fresh).
+    async fn put_bytes(
+        &self,
+        key: &Key,
+        bytes: Bytes,
+        deps: &[Dep],
+        ttl: Option<Duration>,
+    ) -> Result<()> {
+        let tags = tags_of(deps)?;
+        let ttl = ttl.or(self.inner.default_ttl);
+        self.check_value(&bytes, ttl)?;
+        let span =
+            tracing::debug_span!("matroska.put", store = self.inner.store.name(), key = %key);
+        match self
+            .inner
+            .store
+            .put(key, bytes, &tags, ttl, None)
+            .instrument(span)
+            .await
+        {
+            Ok(outcome) => {
+                self.count_put(key, outcome);
+                Ok(())
+            }
+            Err(err) => self.absorb(err, "put"),
+        }
+    }
+
+    fn check_value(&self, bytes: &Bytes, ttl: Option<Duration>) -> Result<()> {
+        check_ttl(ttl)?;
+        if bytes.len() > self.inner.max_value_len {
+            return Err(Error::ValueTooLarge {
+                size: bytes.len(),
+                limit: self.inner.max_value_len,
+            });
+        }
+        Ok(())
+    }
+
+    fn count_put(&self, key: &Key, outcome: PutOutcome) {
+        let counters = &self.inner.counters;
+        match outcome {
+            PutOutcome::Stored => bump(&counters.fills),
+            PutOutcome::Stale => {
+                bump(&counters.fills_rejected);
+                tracing::debug!(key = %key, "fill rejected: a dependency was invalidated during the load");
+            }
+        }
+    }
+
+    /// Reads and decodes, removing entries that no longer decode.
+    async fn lookup<T: DeserializeOwned>(&self, key: &Key) -> Result<Found<T>> {
+        let inner = &self.inner;
+        // An undecodable entry is removed and read again (for a fill token); if it keeps coming
+        // back undecodable (another deploy writing it), give up caching this read.
+        for _ in 0..2 {
+            let lookup = match inner.store.get(key).await {
+                Ok(lookup) => lookup,
+                Err(err) => {
+                    self.absorb(err, "get")?;
+                    bump(&inner.counters.misses);
+                    return Ok(Found::Miss(None));
+                }
+            };
+            match lookup {
+                Lookup::Miss(token) => {
+                    bump(&inner.counters.misses);
+                    return Ok(Found::Miss(Some(token)));
+                }
+                Lookup::Hit(bytes) => match open(&inner.codec, inner.schema, &bytes) {
+                    Ok(value) => {
+                        bump(&inner.counters.hits);
+                        return Ok(Found::Value(value));
+                    }
+                    Err(err) => {
+                        bump(&inner.counters.decode_errors);
+                        tracing::warn!(
+                            key = %key,
+                            error = %err,
+                            source = ?StdError::source(&err),
+                            "cached value does not decode; removing it"
+                        );
+                        if let Err(err) = inner.store.delete(key).await {
+                            self.absorb(err, "delete")?;
+                        }
+                    }
+                },
+            }
+        }
+        bump(&inner.counters.misses);
+        Ok(Found::Miss(None))
+    }
+
+    fn count_store_error(&self) {
+        bump(&self.inner.counters.store_errors);
+    }
+
+    /// Counts a store error; swallows it (logged) when failing open and it is transient.
+    fn absorb(&self, err: Error, operation: &str) -> Result<()> {
+        self.count_store_error();
+        if self.inner.fail_open && err.is_transient() {
+            tracing::warn!(error = %err, operation, "store unavailable; failing open");
+            Ok(())
+        } else {
+            Err(err)
+        }
+    }
+}

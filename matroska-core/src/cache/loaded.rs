@@ -1,0 +1,102 @@
+//! What a loader hands back: the value and what it depends on.
+
+use std::time::Duration;
+
+use crate::dep::Dep;
+
+/// The result of a loader of [`Cache::get_or_insert_with`](crate::Cache::get_or_insert_with):
+/// the value, its dependencies (often known only after loading, such as the ids of the rows of a
+/// list) and an optional time to live.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use matroska_core::{Dep, Loaded};
+///
+/// let ids = [3, 5];
+/// let loaded = Loaded::new(vec!["a", "b"])
+///     .deps(ids.iter().map(|id| Dep::id("article", *id)))
+///     .dep(Dep::tag("homepage"))
+///     .ttl(Duration::from_secs(60));
+/// assert_eq!(loaded.value(), &["a", "b"]);
+/// ```
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct Loaded<T> {
+    pub(crate) value: T,
+    pub(crate) deps: Vec<Dep>,
+    pub(crate) ttl: Option<Duration>,
+}
+
+impl<T> Loaded<T> {
+    /// A value with no dependencies yet and the cache's default time to live.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let loaded = matroska_core::Loaded::new(5);
+    /// assert_eq!(*loaded.value(), 5);
+    /// ```
+    pub fn new(value: T) -> Self {
+        Self {
+            value,
+            deps: Vec::new(),
+            ttl: None,
+        }
+    }
+
+    /// Adds a dependency.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use matroska_core::{Dep, Loaded};
+    ///
+    /// let loaded = Loaded::new("page").dep(Dep::id("article", 5));
+    /// # let _ = loaded;
+    /// ```
+    pub fn dep(mut self, dep: Dep) -> Self {
+        self.deps.push(dep);
+        self
+    }
+
+    /// Adds dependencies.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use matroska_core::{Dep, Loaded};
+    ///
+    /// let loaded = Loaded::new(()).deps([Dep::id("a", 1), Dep::id("a", 2)]);
+    /// # let _ = loaded;
+    /// ```
+    pub fn deps(mut self, deps: impl IntoIterator<Item = Dep>) -> Self {
+        self.deps.extend(deps);
+        self
+    }
+
+    /// Expires the entry after `ttl` (instead of the cache's default).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let loaded = matroska_core::Loaded::new(1).ttl(std::time::Duration::from_secs(30));
+    /// # let _ = loaded;
+    /// ```
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+
+    /// The loaded value.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(*matroska_core::Loaded::new('x').value(), 'x');
+    /// ```
+    pub fn value(&self) -> &T {
+        &self.value
+    }
+}

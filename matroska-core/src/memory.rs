@@ -1,0 +1,654 @@
+//! [`MemoryStore`]: the embedded, bounded, in-process store.
+
+mod tag_table;
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use moka::sync::Cache as Moka;
+use parking_lot::Mutex;
+
+use self::tag_table::{TagState, TagTable};
+use crate::clock::{Clock, SystemClock};
+use crate::error::{Error, Result};
+use crate::key::Key;
+use crate::store::{DEFAULT_FILL_WINDOW, FillToken, KeyTtl, Lookup, PutOutcome, Store, check_ttl};
+use crate::tag::Tag;
+
+/// How many invalidated entries a write operation reclaims on the side.
+const RECLAIM_CHUNK: usize = 64;
+/// Every this many writes, one shard of the tag table is swept of unused tags.
+const SWEEP_EVERY: u64 = 256;
+
+/// The embedded store: bounded, in-process, no server needed. The default store of the
+/// quickstart and of tests.
+///
+/// Entries live in a [`moka`] cache (TinyLFU admission, bounded by entry count or by bytes, expiry
+/// per entry). Each tag has a shared state holding its invalidation stamp and its reverse index;
+/// an entry points at the states of its tags, so a read checks the stamps with a few atomic loads.
+/// Invalidation is immediate (stamps), and the invalidated entries' memory is reclaimed in bounded
+/// chunks by later writes (or at once by [`MemoryStore::run_pending_tasks`]).
+///
+/// Clones share the same entries: a clone is another handle on the same namespace.
+///
+/// # Examples
+///
+/// ```
+/// use matroska_core::{Cache, Dep, MemoryStore};
+///
+/// # futures::executor::block_on(async {
+/// let store = MemoryStore::builder().max_entries(10_000).build();
+/// let cache = Cache::new(store);
+/// cache.put("article:5", &"Hello").dep(Dep::id("article", 5)).await?;
+/// assert_eq!(cache.get::<String>("article:5").await?.as_deref(), Some("Hello"));
+/// cache.invalidate([Dep::id("article", 5)]).await?;
+/// assert_eq!(cache.get::<String>("article:5").await?, None);
+/// # Ok::<(), matroska_core::Error>(()) });
+/// ```
+#[derive(Clone)]
+pub struct MemoryStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    entries: Moka<Key, Arc<Entry>>,
+    tags: TagTable,
+    /// The namespace's sequence number; incremented by every invalidation and clear.
+    seq: AtomicU64,
+    /// Entries filled before this sequence number were cleared.
+    cleared_at: AtomicU64,
+    next_entry_id: AtomicU64,
+    writes: AtomicU64,
+    /// Invalidated entries waiting to be reclaimed: (key, entry id).
+    pending: Mutex<VecDeque<(Key, u64)>>,
+    clock: Arc<dyn Clock>,
+    fill_window: Duration,
+    max_value_len: usize,
+}
+
+struct Entry {
+    id: u64,
+    /// The sequence number the entry was filled at.
+    seq: u64,
+    value: Bytes,
+    tags: Box<[Arc<TagState>]>,
+    ttl: Option<Duration>,
+    expires_at: Option<Duration>,
+}
+
+/// Configures a [`MemoryStore`].
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use matroska_core::{MemoryStore, clock::MockClock};
+///
+/// let clock = MockClock::new();
+/// let store = MemoryStore::builder()
+///     .max_bytes(64 * 1024 * 1024)
+///     .fill_window(Duration::from_secs(30))
+///     .clock(clock.clone())
+///     .build();
+/// # let _ = store;
+/// ```
+#[derive(Debug)]
+#[must_use]
+pub struct MemoryStoreBuilder {
+    bound: Bound,
+    clock: Arc<dyn Clock>,
+    fill_window: Duration,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Bound {
+    Entries(u64),
+    Bytes(u64),
+}
+
+impl MemoryStoreBuilder {
+    /// Holds at most this many entries (the default is 100,000).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let store = matroska_core::MemoryStore::builder().max_entries(500).build();
+    /// # let _ = store;
+    /// ```
+    pub fn max_entries(mut self, entries: u64) -> Self {
+        self.bound = Bound::Entries(entries);
+        self
+    }
+
+    /// Holds at most about this many bytes (keys, values and per-entry overhead). A value larger
+    /// than the bound is rejected with [`Error::ValueTooLarge`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let store = matroska_core::MemoryStore::builder().max_bytes(1 << 20).build();
+    /// # let _ = store;
+    /// ```
+    pub fn max_bytes(mut self, bytes: u64) -> Self {
+        self.bound = Bound::Bytes(bytes);
+        self
+    }
+
+    /// The clock for expiry and the fill window (default: the system's monotonic clock).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use matroska_core::{MemoryStore, clock::MockClock};
+    ///
+    /// let store = MemoryStore::builder().clock(MockClock::new()).build();
+    /// # let _ = store;
+    /// ```
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// How long a fill token stays valid (default [`DEFAULT_FILL_WINDOW`], 60 s): a load that
+    /// takes longer is not stored.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let store = matroska_core::MemoryStore::builder().fill_window(Duration::from_secs(5)).build();
+    /// # let _ = store;
+    /// ```
+    pub fn fill_window(mut self, window: Duration) -> Self {
+        self.fill_window = window;
+        self
+    }
+
+    /// Builds the store.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let store = matroska_core::MemoryStore::builder().build();
+    /// # let _ = store;
+    /// ```
+    pub fn build(self) -> MemoryStore {
+        let listener = |key: Arc<Key>, entry: Arc<Entry>, _cause| {
+            for state in &entry.tags {
+                state.remove_member(&key, entry.id);
+            }
+        };
+        let mut builder = Moka::builder()
+            .expire_after(EntryExpiry)
+            .eviction_listener(listener);
+        let max_value_len = match self.bound {
+            Bound::Entries(entries) => {
+                builder = builder.max_capacity(entries);
+                usize::MAX
+            }
+            Bound::Bytes(bytes) => {
+                builder = builder.max_capacity(bytes).weigher(weigh);
+                usize::try_from(bytes).unwrap_or(usize::MAX)
+            }
+        };
+        MemoryStore {
+            inner: Arc::new(Inner {
+                entries: builder.build(),
+                tags: TagTable::new(),
+                seq: AtomicU64::new(0),
+                cleared_at: AtomicU64::new(0),
+                next_entry_id: AtomicU64::new(0),
+                writes: AtomicU64::new(0),
+                pending: Mutex::default(),
+                clock: self.clock,
+                fill_window: self.fill_window,
+                max_value_len,
+            }),
+        }
+    }
+}
+
+fn weigh(key: &Key, entry: &Arc<Entry>) -> u32 {
+    let bytes = key.as_str().len() + entry.value.len() + 16 * entry.tags.len() + 96;
+    u32::try_from(bytes).unwrap_or(u32::MAX)
+}
+
+/// Tells moka when an entry expires, so that expired entries free their memory. Reads still check
+/// expiry on the store's own clock (which tests may drive).
+struct EntryExpiry;
+
+impl moka::Expiry<Key, Arc<Entry>> for EntryExpiry {
+    fn expire_after_create(&self, _: &Key, entry: &Arc<Entry>, _: Instant) -> Option<Duration> {
+        entry.ttl
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &Key,
+        entry: &Arc<Entry>,
+        _: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        entry.ttl
+    }
+}
+
+impl MemoryStore {
+    /// A store holding at most 100,000 entries, on the system clock.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let store = matroska_core::MemoryStore::new();
+    /// assert_eq!(store.entry_count(), 0);
+    /// ```
+    pub fn new() -> Self {
+        Self::builder().build()
+    }
+
+    /// Configures a store.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let store = matroska_core::MemoryStore::builder().max_entries(10).build();
+    /// # let _ = store;
+    /// ```
+    pub fn builder() -> MemoryStoreBuilder {
+        MemoryStoreBuilder {
+            bound: Bound::Entries(100_000),
+            clock: Arc::new(SystemClock),
+            fill_window: DEFAULT_FILL_WINDOW,
+        }
+    }
+
+    /// An estimate of the number of entries held, including invalidated and expired ones not yet
+    /// reclaimed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let store = matroska_core::MemoryStore::new();
+    /// store.run_pending_tasks();
+    /// assert_eq!(store.entry_count(), 0);
+    /// ```
+    pub fn entry_count(&self) -> u64 {
+        self.inner.entries.entry_count()
+    }
+
+    /// The number of tags the store keeps state for (stamps and reverse indexes).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(matroska_core::MemoryStore::new().tag_count(), 0);
+    /// ```
+    pub fn tag_count(&self) -> usize {
+        self.inner.tags.len()
+    }
+
+    /// The number of invalidated entries waiting to be reclaimed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(matroska_core::MemoryStore::new().pending_reclaims(), 0);
+    /// ```
+    pub fn pending_reclaims(&self) -> usize {
+        self.inner.pending.lock().len()
+    }
+
+    /// Does all deferred work now: reclaims every invalidated entry, drops the state of unused
+    /// tags, and runs moka's maintenance (expiry, eviction).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let store = matroska_core::MemoryStore::new();
+    /// store.run_pending_tasks();
+    /// assert_eq!(store.pending_reclaims(), 0);
+    /// ```
+    pub fn run_pending_tasks(&self) {
+        let inner = &self.inner;
+        while inner.reclaim(usize::MAX) > 0 {}
+        inner.entries.run_pending_tasks();
+        inner.tags.sweep_all(inner.clock.now(), inner.fill_window);
+    }
+
+    /// Forgets the reverse index of `tag` while its entries stay, as an eviction or a partial
+    /// write can make a server store do. For tests of the "metadata loss means misses" invariant.
+    #[doc(hidden)]
+    pub fn simulate_index_loss(&self, tag: &Tag) {
+        if let Some(state) = self.inner.tags.get(tag) {
+            state.forget_members();
+        }
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("entries", &self.entry_count())
+            .field("tags", &self.tag_count())
+            .field("seq", &self.inner.seq.load(Ordering::Relaxed))
+            .field("fill_window", &self.inner.fill_window)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Inner {
+    fn now(&self) -> Duration {
+        self.clock.now()
+    }
+
+    fn token(&self, now: Duration) -> FillToken {
+        let ms = u64::try_from(now.as_millis()).unwrap_or(u64::MAX);
+        FillToken::new(self.seq.load(Ordering::SeqCst), ms)
+    }
+
+    fn is_live(&self, entry: &Entry, now: Duration) -> bool {
+        entry.expires_at.is_none_or(|at| at > now)
+            && entry.seq >= self.cleared_at.load(Ordering::SeqCst)
+            && entry.tags.iter().all(|state| state.stamp() <= entry.seq)
+    }
+
+    /// Removes the entry `id` under `key`, unless the key now holds another entry.
+    fn remove_entry(&self, key: &Key, id: u64) {
+        let _ = self
+            .entries
+            .entry_by_ref(key)
+            .and_compute_with(|current| match current {
+                Some(e) if e.value().id == id => moka::ops::compute::Op::Remove,
+                _ => moka::ops::compute::Op::Nop,
+            });
+    }
+
+    /// Reclaims up to `budget` invalidated entries; returns how many it looked at.
+    fn reclaim(&self, budget: usize) -> usize {
+        let batch: Vec<(Key, u64)> = {
+            let mut pending = self.pending.lock();
+            let n = budget.min(pending.len());
+            pending.drain(..n).collect()
+        };
+        for (key, id) in &batch {
+            self.remove_entry(key, *id);
+        }
+        batch.len()
+    }
+
+    /// Bounded housekeeping on the write path.
+    fn after_write(&self, now: Duration) {
+        self.reclaim(RECLAIM_CHUNK);
+        if self.writes.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
+            let pruned = self.tags.sweep_next(now, self.fill_window);
+            if pruned > 0 {
+                tracing::trace!(pruned, "memory store: dropped unused tag states");
+            }
+        }
+    }
+
+    fn token_expired(&self, token: &FillToken, now: Duration) -> bool {
+        let now_ms = u64::try_from(now.as_millis()).unwrap_or(u64::MAX);
+        let window_ms = u64::try_from(self.fill_window.as_millis()).unwrap_or(u64::MAX);
+        now_ms.saturating_sub(token.issued_at_ms()) >= window_ms
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+
+    async fn get(&self, key: &Key) -> Result<Lookup> {
+        let inner = &self.inner;
+        let now = inner.now();
+        match inner.entries.get(key) {
+            Some(entry) if inner.is_live(&entry, now) => Ok(Lookup::Hit(entry.value.clone())),
+            Some(entry) => {
+                inner.remove_entry(key, entry.id);
+                Ok(Lookup::Miss(inner.token(now)))
+            }
+            None => Ok(Lookup::Miss(inner.token(now))),
+        }
+    }
+
+    async fn put(
+        &self,
+        key: &Key,
+        value: Bytes,
+        tags: &[Tag],
+        ttl: Option<Duration>,
+        token: Option<&FillToken>,
+    ) -> Result<PutOutcome> {
+        check_ttl(ttl)?;
+        let inner = &self.inner;
+        if value.len() > inner.max_value_len {
+            return Err(Error::ValueTooLarge {
+                size: value.len(),
+                limit: inner.max_value_len,
+            });
+        }
+        let now = inner.now();
+        let seq = match token {
+            Some(token) => {
+                if token.seq() < inner.cleared_at.load(Ordering::SeqCst)
+                    || inner.token_expired(token, now)
+                {
+                    return Ok(PutOutcome::Stale);
+                }
+                token.seq()
+            }
+            None => inner.seq.load(Ordering::SeqCst),
+        };
+        let states: Box<[Arc<TagState>]> =
+            tags.iter().map(|t| inner.tags.get_or_insert(t)).collect();
+        if states.iter().any(|state| state.stamp() > seq) {
+            return Ok(PutOutcome::Stale);
+        }
+        let id = inner.next_entry_id.fetch_add(1, Ordering::Relaxed);
+        for state in &states {
+            state.add_member(key, id);
+        }
+        let entry = Entry {
+            id,
+            seq,
+            value,
+            tags: states,
+            ttl,
+            expires_at: ttl.map(|ttl| now + ttl),
+        };
+        inner.entries.insert(key.clone(), Arc::new(entry));
+        inner.after_write(now);
+        Ok(PutOutcome::Stored)
+    }
+
+    async fn delete(&self, key: &Key) -> Result<bool> {
+        let inner = &self.inner;
+        let now = inner.now();
+        let removed = inner.entries.remove(key);
+        inner.after_write(now);
+        Ok(removed.is_some_and(|entry| inner.is_live(&entry, now)))
+    }
+
+    async fn invalidate(&self, tags: &[Tag]) -> Result<u64> {
+        let inner = &self.inner;
+        let now = inner.now();
+        let seq = inner.seq.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut found = 0_u64;
+        for tag in tags {
+            let members = inner.tags.get_or_insert(tag).invalidate(seq, now);
+            found += members.len() as u64;
+            if !members.is_empty() {
+                inner.pending.lock().extend(members);
+            }
+        }
+        inner.after_write(now);
+        Ok(found)
+    }
+
+    async fn ttl(&self, key: &Key) -> Result<KeyTtl> {
+        let inner = &self.inner;
+        let now = inner.now();
+        Ok(match inner.entries.get(key) {
+            Some(entry) if inner.is_live(&entry, now) => match entry.expires_at {
+                None => KeyTtl::Persistent,
+                Some(at) => KeyTtl::Expires(at.saturating_sub(now)),
+            },
+            _ => KeyTtl::Missing,
+        })
+    }
+
+    async fn clear(&self) -> Result<()> {
+        let inner = &self.inner;
+        let seq = inner.seq.fetch_add(1, Ordering::SeqCst) + 1;
+        inner.cleared_at.fetch_max(seq, Ordering::SeqCst);
+        inner.entries.invalidate_all();
+        inner.pending.lock().clear();
+        Ok(())
+    }
+
+    fn max_value_len(&self) -> usize {
+        self.inner.max_value_len
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Dep;
+    use crate::clock::MockClock;
+
+    fn key(k: &str) -> Key {
+        Key::new(k).unwrap()
+    }
+
+    fn tag(name: &str) -> Tag {
+        Dep::tag(name).to_tag().unwrap()
+    }
+
+    #[tokio::test]
+    async fn invalidated_entries_are_reclaimed_in_chunks_and_tag_state_is_pruned() {
+        let clock = MockClock::new();
+        let store = MemoryStore::builder().clock(clock.clone()).build();
+        let t = tag("t");
+        for i in 0..1000 {
+            store
+                .put(
+                    &key(&format!("k{i}")),
+                    Bytes::from_static(b"v"),
+                    std::slice::from_ref(&t),
+                    None,
+                    None,
+                )
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            store.invalidate(std::slice::from_ref(&t)).await.unwrap(),
+            1000
+        );
+        // Correctness is immediate even though most of the memory is not reclaimed yet.
+        assert!(store.pending_reclaims() > 0);
+        for i in 0..1000 {
+            let lookup = store.get(&key(&format!("k{i}"))).await.unwrap();
+            assert!(matches!(lookup, Lookup::Miss(_)), "k{i}");
+        }
+        store.run_pending_tasks();
+        assert_eq!(store.pending_reclaims(), 0);
+        assert_eq!(store.entry_count(), 0);
+        // The stamp outlives the fill window only.
+        assert_eq!(store.tag_count(), 1);
+        clock.advance(DEFAULT_FILL_WINDOW + Duration::from_secs(1));
+        store.run_pending_tasks();
+        assert_eq!(store.tag_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn eviction_and_deletion_remove_index_members() {
+        let store = MemoryStore::new();
+        let t = tag("t");
+        store
+            .put(
+                &key("a"),
+                Bytes::from_static(b"1"),
+                std::slice::from_ref(&t),
+                None,
+                None,
+            )
+            .await
+            .unwrap();
+        store
+            .put(
+                &key("b"),
+                Bytes::from_static(b"2"),
+                std::slice::from_ref(&t),
+                None,
+                None,
+            )
+            .await
+            .unwrap();
+        assert!(store.delete(&key("a")).await.unwrap());
+        store.run_pending_tasks();
+        let state = store.inner.tags.get(&t).unwrap();
+        assert_eq!(state.member_count(), 1);
+        // Re-putting b without the tag drops it from the index.
+        store
+            .put(&key("b"), Bytes::from_static(b"3"), &[], None, None)
+            .await
+            .unwrap();
+        store.run_pending_tasks();
+        assert_eq!(state.member_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn byte_bound_rejects_oversized_values() {
+        let store = MemoryStore::builder().max_bytes(1024).build();
+        let err = store
+            .put(&key("k"), Bytes::from(vec![0; 2048]), &[], None, None)
+            .await
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            Error::ValueTooLarge {
+                size: 2048,
+                limit: 1024
+            }
+        ));
+        assert!(matches!(
+            store.get(&key("k")).await.unwrap(),
+            Lookup::Miss(_)
+        ));
+    }
+
+    #[tokio::test]
+    async fn entry_count_bound_holds() {
+        let store = MemoryStore::builder().max_entries(100).build();
+        for i in 0..1000 {
+            store
+                .put(
+                    &key(&format!("k{i}")),
+                    Bytes::from_static(b"v"),
+                    &[tag("t")],
+                    None,
+                    None,
+                )
+                .await
+                .unwrap();
+        }
+        store.run_pending_tasks();
+        assert!(store.entry_count() <= 100, "{}", store.entry_count());
+    }
+}

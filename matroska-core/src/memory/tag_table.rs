@@ -1,0 +1,131 @@
+//! The memory store's tag table: one shared state per tag (its stamp and its reverse index).
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use parking_lot::{Mutex, RwLock};
+
+use crate::key::Key;
+use crate::tag::Tag;
+
+const SHARDS: usize = 64;
+
+/// The state of one tag. Entries hold an `Arc` to the state of each of their tags, so checking an
+/// entry's stamps at read time is a few atomic loads.
+#[derive(Debug, Default)]
+pub(super) struct TagState {
+    /// The sequence number of the last invalidation of this tag (0: never).
+    stamp: AtomicU64,
+    /// When the stamp was last set, in nanoseconds on the store's clock.
+    stamped_at: AtomicU64,
+    /// The reverse index: key -> id of the entry that carries this tag under that key.
+    members: Mutex<HashMap<Key, u64>>,
+}
+
+impl TagState {
+    pub(super) fn stamp(&self) -> u64 {
+        self.stamp.load(Ordering::SeqCst)
+    }
+
+    /// Records an invalidation at `seq` and hands back the reverse index, now empty.
+    pub(super) fn invalidate(&self, seq: u64, now: Duration) -> HashMap<Key, u64> {
+        self.stamp.fetch_max(seq, Ordering::SeqCst);
+        self.stamped_at.store(nanos(now), Ordering::SeqCst);
+        std::mem::take(&mut *self.members.lock())
+    }
+
+    pub(super) fn add_member(&self, key: &Key, entry_id: u64) {
+        self.members.lock().insert(key.clone(), entry_id);
+    }
+
+    /// Removes `key` from the index if it still points at the entry `entry_id`.
+    pub(super) fn remove_member(&self, key: &Key, entry_id: u64) {
+        let mut members = self.members.lock();
+        if members.get(key) == Some(&entry_id) {
+            members.remove(key);
+        }
+    }
+
+    #[cfg(test)]
+    pub(super) fn member_count(&self) -> usize {
+        self.members.lock().len()
+    }
+
+    pub(super) fn forget_members(&self) {
+        self.members.lock().clear();
+    }
+
+    /// Whether the table may drop this state: no entry refers to it, its index is empty and its
+    /// stamp is older than the fill window (no live token can be older than the stamp).
+    fn is_prunable(self: &Arc<Self>, now: Duration, fill_window: Duration) -> bool {
+        Arc::strong_count(self) == 1
+            && self.members.lock().is_empty()
+            && (self.stamp() == 0
+                || nanos(now).saturating_sub(self.stamped_at.load(Ordering::SeqCst))
+                    > nanos(fill_window))
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+type Shard = RwLock<HashMap<Tag, Arc<TagState>>>;
+
+/// Tag -> state, sharded to spread lock contention.
+#[derive(Debug)]
+pub(super) struct TagTable {
+    hasher: RandomState,
+    shards: Box<[Shard]>,
+    sweep_cursor: AtomicUsize,
+}
+
+impl TagTable {
+    pub(super) fn new() -> Self {
+        Self {
+            hasher: RandomState::new(),
+            shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
+            sweep_cursor: AtomicUsize::new(0),
+        }
+    }
+
+    fn shard(&self, tag: &Tag) -> &Shard {
+        // The modulo keeps the index below SHARDS, so the cast cannot truncate meaningfully.
+        #[allow(clippy::cast_possible_truncation)]
+        let index = (self.hasher.hash_one(tag) % SHARDS as u64) as usize;
+        &self.shards[index]
+    }
+
+    pub(super) fn get(&self, tag: &Tag) -> Option<Arc<TagState>> {
+        self.shard(tag).read().get(tag).cloned()
+    }
+
+    pub(super) fn get_or_insert(&self, tag: &Tag) -> Arc<TagState> {
+        let shard = self.shard(tag);
+        if let Some(state) = shard.read().get(tag) {
+            return Arc::clone(state);
+        }
+        Arc::clone(shard.write().entry(tag.clone()).or_default())
+    }
+
+    /// Drops the prunable states of the next shard (round robin); returns how many.
+    pub(super) fn sweep_next(&self, now: Duration, fill_window: Duration) -> usize {
+        let index = self.sweep_cursor.fetch_add(1, Ordering::Relaxed) % SHARDS;
+        let mut shard = self.shards[index].write();
+        let before = shard.len();
+        shard.retain(|_, state| !state.is_prunable(now, fill_window));
+        before - shard.len()
+    }
+
+    /// Sweeps every shard.
+    pub(super) fn sweep_all(&self, now: Duration, fill_window: Duration) -> usize {
+        (0..SHARDS).map(|_| self.sweep_next(now, fill_window)).sum()
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.read().len()).sum()
+    }
+}

@@ -1,0 +1,402 @@
+//! The store contract: bytes and tags, race-safe fills.
+//!
+//! A [`Store`] keeps encoded values under [`Key`]s, each with a set of [`Tag`]s, and removes every
+//! entry carrying a tag when that tag is invalidated. The typed front end,
+//! [`Cache`](crate::Cache), sits on top; applications rarely call a store directly.
+//!
+//! # The consistency protocol
+//!
+//! Every store implements the same protocol (stamps plus a reverse index):
+//!
+//! - each namespace has a monotonic counter `seq`; invalidating tags increments it and records
+//!   `stamp[tag] = seq` for each tag, then removes the entries that carry the tags;
+//! - a miss returns a [`FillToken`] (the `seq` at the miss and the time); a [`Store::put`] with
+//!   that token is rejected as [`PutOutcome::Stale`] if one of its tags has a stamp newer than the
+//!   token, or the token is older than the fill window: a value loaded before an invalidation is
+//!   never stored after it;
+//! - an entry remembers the `seq` it was filled at; [`Store::get`] checks in the same atomic step
+//!   that none of the entry's tags has a newer stamp. So losing an index (eviction, a partial
+//!   write) can only cause misses, never stale hits.
+//!
+//! # Implementing a store
+//!
+//! Implement [`Store`] with one atomic step per operation (a Lua script, one SQL statement, one
+//! lock scope), take a namespace so that two caches on one server never see each other, and run
+//! the conformance suite of `matroska-testkit` against a real server: every bullet of the
+//! contracts below is a named case there.
+//!
+//! ```
+//! use std::time::Duration;
+//! use bytes::Bytes;
+//! use matroska_core::store::{FillToken, KeyTtl, Lookup, PutOutcome, Store};
+//! use matroska_core::{Key, MemoryStore, Result, Tag};
+//!
+//! /// A store that logs every invalidation and delegates the rest.
+//! #[derive(Debug, Clone)]
+//! struct Logged(MemoryStore);
+//!
+//! #[async_trait::async_trait]
+//! impl Store for Logged {
+//!     fn name(&self) -> &'static str { "logged-memory" }
+//!     async fn get(&self, key: &Key) -> Result<Lookup> { self.0.get(key).await }
+//!     async fn put(&self, key: &Key, value: Bytes, tags: &[Tag], ttl: Option<Duration>,
+//!                  token: Option<&FillToken>) -> Result<PutOutcome> {
+//!         self.0.put(key, value, tags, ttl, token).await
+//!     }
+//!     async fn delete(&self, key: &Key) -> Result<bool> { self.0.delete(key).await }
+//!     async fn invalidate(&self, tags: &[Tag]) -> Result<u64> {
+//!         println!("invalidating {tags:?}");
+//!         self.0.invalidate(tags).await
+//!     }
+//!     async fn ttl(&self, key: &Key) -> Result<KeyTtl> { self.0.ttl(key).await }
+//!     async fn clear(&self) -> Result<()> { self.0.clear().await }
+//! }
+//! ```
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::error::{Error, Result};
+use crate::key::Key;
+use crate::tag::Tag;
+
+/// How long a fill token stays valid by default: a load that takes longer is not stored.
+pub const DEFAULT_FILL_WINDOW: Duration = Duration::from_secs(60);
+
+/// What [`Store::get`] found.
+///
+/// # Examples
+///
+/// ```
+/// use matroska_core::{Key, MemoryStore, store::{Lookup, Store}};
+///
+/// # tokio_test_block_on(async {
+/// let store = MemoryStore::new();
+/// match store.get(&Key::new("k")?).await? {
+///     Lookup::Hit(bytes) => println!("{} bytes", bytes.len()),
+///     Lookup::Miss(token) => println!("miss; fill with {token:?}"),
+/// }
+/// # Ok::<(), matroska_core::Error>(()) });
+/// # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output { futures::executor::block_on(f) }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    /// The entry's bytes.
+    Hit(Bytes),
+    /// No live entry; the token makes a later [`Store::put`] race-safe.
+    Miss(FillToken),
+}
+
+/// Proof of when a miss happened; a [`Store::put`] that presents it is rejected if one of the
+/// entry's tags was invalidated since (Facebook memcache's leases, generalised to tags).
+///
+/// Tokens are opaque to applications. Stores fill in the namespace's sequence number at the miss,
+/// the time of issue (milliseconds on the store's clock) and, where the store needs it, a snapshot
+/// (PostgreSQL's transaction snapshot).
+///
+/// # Examples
+///
+/// ```
+/// use matroska_core::store::FillToken;
+///
+/// let token = FillToken::new(41, 1_700_000_000_000).with_snapshot("100:104:101");
+/// assert_eq!(token.seq(), 41);
+/// assert_eq!(token.snapshot(), Some("100:104:101"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct FillToken {
+    seq: u64,
+    issued_at_ms: u64,
+    snapshot: Option<Arc<str>>,
+}
+
+impl FillToken {
+    /// A token for sequence number `seq`, issued at `issued_at_ms` on the store's clock.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let token = matroska_core::store::FillToken::new(1, 2);
+    /// assert_eq!((token.seq(), token.issued_at_ms()), (1, 2));
+    /// ```
+    pub fn new(seq: u64, issued_at_ms: u64) -> Self {
+        Self {
+            seq,
+            issued_at_ms,
+            snapshot: None,
+        }
+    }
+
+    /// Attaches a store-specific snapshot.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let token = matroska_core::store::FillToken::new(1, 2).with_snapshot("s");
+    /// assert_eq!(token.snapshot(), Some("s"));
+    /// ```
+    #[must_use]
+    pub fn with_snapshot(mut self, snapshot: impl Into<Arc<str>>) -> Self {
+        self.snapshot = Some(snapshot.into());
+        self
+    }
+
+    /// The namespace's sequence number when the miss happened.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(matroska_core::store::FillToken::new(7, 0).seq(), 7);
+    /// ```
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// When the token was issued, in milliseconds on the store's clock.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(matroska_core::store::FillToken::new(7, 9).issued_at_ms(), 9);
+    /// ```
+    pub fn issued_at_ms(&self) -> u64 {
+        self.issued_at_ms
+    }
+
+    /// The store-specific snapshot, if any.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(matroska_core::store::FillToken::new(7, 9).snapshot(), None);
+    /// ```
+    pub fn snapshot(&self) -> Option<&str> {
+        self.snapshot.as_deref()
+    }
+}
+
+/// What [`Store::put`] did.
+///
+/// # Examples
+///
+/// ```
+/// use matroska_core::store::PutOutcome;
+///
+/// assert!(PutOutcome::Stored.is_stored());
+/// assert!(!PutOutcome::Stale.is_stored());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOutcome {
+    /// The entry is stored.
+    Stored,
+    /// Rejected: a tag was invalidated after the fill token was issued, or the token expired.
+    Stale,
+}
+
+impl PutOutcome {
+    /// Whether the entry was stored.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(matroska_core::store::PutOutcome::Stored.is_stored());
+    /// ```
+    pub fn is_stored(self) -> bool {
+        self == Self::Stored
+    }
+}
+
+/// The remaining life of a key, as [`Store::ttl`] reports it (FastPgCache's and Redis's `-2`,
+/// `-1` and seconds).
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use matroska_core::store::KeyTtl;
+///
+/// assert_eq!(KeyTtl::Missing.as_redis_seconds(), -2);
+/// assert_eq!(KeyTtl::Persistent.as_redis_seconds(), -1);
+/// assert_eq!(KeyTtl::Expires(Duration::from_millis(1500)).as_redis_seconds(), 2);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyTtl {
+    /// No live entry under this key.
+    Missing,
+    /// The entry never expires.
+    Persistent,
+    /// The entry expires after this long.
+    Expires(Duration),
+}
+
+impl KeyTtl {
+    /// The Redis convention: `-2` missing, `-1` persistent, else whole seconds left, rounded up
+    /// (an entry with 0.4 s left reports 1, never 0 while it can still be read).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use matroska_core::store::KeyTtl;
+    ///
+    /// assert_eq!(KeyTtl::Expires(Duration::from_millis(400)).as_redis_seconds(), 1);
+    /// ```
+    pub fn as_redis_seconds(self) -> i64 {
+        match self {
+            Self::Missing => -2,
+            Self::Persistent => -1,
+            Self::Expires(left) => {
+                let secs = left.as_millis().div_ceil(1000);
+                i64::try_from(secs).unwrap_or(i64::MAX)
+            }
+        }
+    }
+}
+
+/// Checks a time to live before anything is written: `None` (no expiry) or at least 1 ms.
+///
+/// # Errors
+///
+/// [`Error::InvalidTtl`] for a zero duration, or one under a millisecond (stores count time in
+/// milliseconds).
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use matroska_core::store::check_ttl;
+///
+/// assert!(check_ttl(None).is_ok());
+/// assert!(check_ttl(Some(Duration::from_millis(1))).is_ok());
+/// assert!(check_ttl(Some(Duration::ZERO)).is_err());
+/// ```
+pub fn check_ttl(ttl: Option<Duration>) -> Result<()> {
+    match ttl {
+        Some(ttl) if ttl < Duration::from_millis(1) => Err(Error::InvalidTtl { ttl }),
+        _ => Ok(()),
+    }
+}
+
+/// A cache store: encoded values under keys, each entry with tags; invalidating a tag removes
+/// every entry that carries it. Object-safe: `Arc<dyn Store>` is a store too.
+///
+/// See the [module documentation](self) for the protocol every store follows and how to write
+/// one. The contract bullets below are each a case of the `matroska-testkit` conformance suite
+/// (its name in brackets).
+#[async_trait]
+pub trait Store: fmt::Debug + Send + Sync + 'static {
+    /// A short name for logs and errors: `"memory"`, `"redis"`, `"postgres"`.
+    fn name(&self) -> &'static str;
+
+    /// Looks a key up.
+    ///
+    /// Contract:
+    /// - a stored, live entry is a [`Lookup::Hit`] with exactly the stored bytes
+    ///   \[`basic::put_then_get`, `edge_cases::*`\];
+    /// - a missing, expired, deleted or invalidated entry is a [`Lookup::Miss`] with a fresh token
+    ///   \[`basic::missing_key_is_a_miss`, `expiry::expired_entry_is_never_served`\];
+    /// - an entry carrying a tag whose stamp is newer than the entry is a miss, even when the
+    ///   tag's index was lost \[`invariants::inv3_lost_index_means_miss`\].
+    async fn get(&self, key: &Key) -> Result<Lookup>;
+
+    /// Stores `value` under `key` with `tags`, replacing any previous entry and its tags.
+    ///
+    /// Contract:
+    /// - `ttl: None` means no expiry; `Some(d)` expires after `d` (≥ 1 ms, else
+    ///   [`Error::InvalidTtl`] before anything is written) \[`expiry::*`\];
+    /// - with a `token` from [`Store::get`], the put is [`PutOutcome::Stale`] and changes nothing
+    ///   if any of `tags` was invalidated after the token was issued, or the token is older than
+    ///   the fill window \[`invariants::inv2_*`\];
+    /// - without a token the entry is stored unconditionally (the caller vouches it is fresh);
+    /// - re-putting a key replaces value and tags atomically: invalidating an old tag no longer
+    ///   removes it \[`invariants::inv4_put_replaces_value_and_tags`\].
+    async fn put(
+        &self,
+        key: &Key,
+        value: Bytes,
+        tags: &[Tag],
+        ttl: Option<Duration>,
+        token: Option<&FillToken>,
+    ) -> Result<PutOutcome>;
+
+    /// Removes a key; returns whether a live entry was removed \[`basic::delete_*`\].
+    async fn delete(&self, key: &Key) -> Result<bool>;
+
+    /// Invalidates tags: every entry carrying one of them is removed, and every fill whose token
+    /// predates this call is rejected. Returns how many entries carried the tags (it may count
+    /// entries that had already expired).
+    ///
+    /// Contract:
+    /// - once this returns, no [`Store::get`] returns an entry that was stored before the call and
+    ///   carries one of `tags` \[`invariants::inv1_no_stale_read_after_invalidation`\];
+    /// - entries without these tags are untouched \[`dependencies::*`\];
+    /// - invalidating a tag nobody uses is not an error and still rejects older fill tokens
+    ///   \[`invariants::inv2_stale_fill_rejected_negative_result`\];
+    /// - the work is bounded: a tag with very many dependents does not block the store
+    ///   \[`invariants::inv6_bounded_invalidation_of_many_dependents`\].
+    async fn invalidate(&self, tags: &[Tag]) -> Result<u64>;
+
+    /// The remaining life of a key \[`expiry::ttl_reports_*`\].
+    async fn ttl(&self, key: &Key) -> Result<KeyTtl>;
+
+    /// Removes every entry of this store's namespace (and nothing outside it), and rejects fills
+    /// whose tokens predate the call \[`namespaces::clear_is_confined_to_the_namespace`\].
+    async fn clear(&self) -> Result<()>;
+
+    /// Whether a live entry exists under `key` (with the same checks as [`Store::get`]).
+    async fn exists(&self, key: &Key) -> Result<bool> {
+        Ok(matches!(self.get(key).await?, Lookup::Hit(_)))
+    }
+
+    /// The largest value this store accepts, in bytes.
+    fn max_value_len(&self) -> usize {
+        usize::MAX
+    }
+}
+
+macro_rules! forward_store {
+    ($($ptr:ident),*) => {$(
+        #[async_trait]
+        impl<S: Store + ?Sized> Store for $ptr<S> {
+            fn name(&self) -> &'static str {
+                (**self).name()
+            }
+            async fn get(&self, key: &Key) -> Result<Lookup> {
+                (**self).get(key).await
+            }
+            async fn put(
+                &self,
+                key: &Key,
+                value: Bytes,
+                tags: &[Tag],
+                ttl: Option<Duration>,
+                token: Option<&FillToken>,
+            ) -> Result<PutOutcome> {
+                (**self).put(key, value, tags, ttl, token).await
+            }
+            async fn delete(&self, key: &Key) -> Result<bool> {
+                (**self).delete(key).await
+            }
+            async fn invalidate(&self, tags: &[Tag]) -> Result<u64> {
+                (**self).invalidate(tags).await
+            }
+            async fn ttl(&self, key: &Key) -> Result<KeyTtl> {
+                (**self).ttl(key).await
+            }
+            async fn clear(&self) -> Result<()> {
+                (**self).clear().await
+            }
+            async fn exists(&self, key: &Key) -> Result<bool> {
+                (**self).exists(key).await
+            }
+            fn max_value_len(&self) -> usize {
+                (**self).max_value_len()
+            }
+        }
+    )*};
+}
+forward_store!(Arc, Box);
