@@ -19,7 +19,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::Instrument as _;
 
-use self::flight::{Flights, Role};
+use self::flight::{Flights, Role, Shared};
 pub use self::loaded::Loaded;
 pub use self::put::Put;
 pub use self::stats::CacheStats;
@@ -596,8 +596,18 @@ impl<S: Store, C: Codec> Cache<S, C> {
                     Role::Waiter(slot) => {
                         bump(&self.inner.counters.coalesced);
                         match flight::wait(slot).await {
-                            Some(Ok(bytes)) => {
-                                return open(&self.inner.codec, self.inner.schema, &bytes);
+                            Some(Ok(shared)) => {
+                                let mine = token.as_ref().map(FillToken::seq);
+                                // An invalidation happened between the leader's miss and ours:
+                                // the shared value may predate it. Read again; the store's
+                                // stamps decide.
+                                if mine
+                                    .zip(shared.seq)
+                                    .is_some_and(|(mine, theirs)| mine > theirs)
+                                {
+                                    continue;
+                                }
+                                return open(&self.inner.codec, self.inner.schema, &shared.bytes);
                             }
                             Some(Err(err)) => return Err(err),
                             // The leader was cancelled or panicked: try again.
@@ -621,7 +631,8 @@ impl<S: Store, C: Codec> Cache<S, C> {
             };
             match self.fill(&key, &loaded, token.as_ref()).await {
                 Ok(bytes) => {
-                    leader.finish(Ok(bytes));
+                    let seq = token.as_ref().map(FillToken::seq);
+                    leader.finish(Ok(Shared { bytes, seq }));
                     Ok(loaded.value)
                 }
                 Err(err) => {

@@ -11,7 +11,18 @@ use crate::error::Error;
 use crate::key::Key;
 
 /// What a load produced: the encoded value, or the error every waiter gets.
-pub(super) type Outcome = Result<Bytes, Error>;
+pub(super) type Outcome = Result<Shared, Error>;
+
+/// A loaded value as the waiters receive it.
+#[derive(Debug, Clone)]
+pub(super) struct Shared {
+    /// The encoded value.
+    pub(super) bytes: Bytes,
+    /// The sequence number of the leader's miss. A waiter whose own miss saw a later one may have
+    /// begun after an invalidation that the leader's load predates: it must not take this value
+    /// on trust.
+    pub(super) seq: Option<u64>,
+}
 
 type Slot = watch::Receiver<Option<Outcome>>;
 

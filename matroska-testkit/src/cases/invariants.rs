@@ -1,0 +1,359 @@
+//! The consistency invariants of DESIGN.md section 5, one or more cases each (`invN_...`).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use matroska_core::store::{Lookup, PutOutcome};
+use matroska_core::{Cache, Dep, Loaded, Scopes, Store};
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
+
+use crate::Harness;
+use crate::support::{bytes, hit, key, tag};
+
+/// Invariant 1: Once `invalidate` returns, no entry stored before it that carries the tag is served.
+pub async fn inv1_no_stale_read_after_invalidation<H: Harness>(h: &H) {
+    let store = h.store().await;
+    let other = h.reopen(&store).await;
+    let t = tag(&Dep::id("article", 1));
+    let keys: Vec<_> = (0..20).map(|i| key(&format!("inv1:{i}"))).collect();
+    for k in &keys {
+        store
+            .put(k, bytes("v1"), std::slice::from_ref(&t), None, None)
+            .await
+            .unwrap();
+    }
+    other.invalidate(std::slice::from_ref(&t)).await.unwrap();
+    for k in &keys {
+        assert_eq!(hit(&store, k).await, None, "{k} survived the invalidation");
+        assert_eq!(hit(&other, k).await, None, "{k} survived (second handle)");
+        assert!(!store.exists(k).await.unwrap(), "{k} exists");
+    }
+}
+
+/// The row a loader reads.
+type Row = Arc<Mutex<Option<String>>>;
+
+/// Runs one fill of `key` through `cache`, holding the loader after it read `row` until the test
+/// lets it go: returns (a signal that the loader has read, the release, the caller's task).
+fn held_fill<S: Store>(
+    cache: &Cache<S>,
+    k: &str,
+    row: &Row,
+    dep: Dep,
+) -> (
+    oneshot::Receiver<()>,
+    oneshot::Sender<()>,
+    tokio::task::JoinHandle<Option<String>>,
+) {
+    let (read_tx, read_rx) = oneshot::channel();
+    let (go_tx, go_rx) = oneshot::channel::<()>();
+    let (cache, k, row) = (cache.clone(), k.to_owned(), Arc::clone(row));
+    let task = tokio::spawn(async move {
+        cache
+            .get_or_insert_with(k.as_str(), || async move {
+                let value = row.lock().clone();
+                let _ = read_tx.send(());
+                let _ = go_rx.await;
+                Ok::<_, Infallible>(Loaded::new(value).dep(dep))
+            })
+            .await
+            .unwrap()
+    });
+    (read_rx, go_tx, task)
+}
+
+/// Invariant 2: A fill whose loader read a row before a write invalidated it is not stored (the loader is
+/// held at a barrier while another task writes and invalidates).
+pub async fn inv2_stale_fill_rejected_changed_row<H: Harness>(h: &H) {
+    let cache = Cache::new(h.store().await);
+    let row: Row = Arc::new(Mutex::new(Some("v1".into())));
+    let dep = Dep::id("article", 1);
+    let (read, go, task) = held_fill(&cache, "inv2:article:1", &row, dep.clone());
+    read.await.unwrap();
+    // The writer changes the row and invalidates while the load is in flight.
+    *row.lock() = Some("v2".into());
+    cache.invalidate([dep.clone()]).await.unwrap();
+    go.send(()).unwrap();
+    // The caller gets what it loaded (it started before the write)...
+    assert_eq!(task.await.unwrap().as_deref(), Some("v1"));
+    // ...but it was not cached: the next read loads the new row.
+    assert_eq!(cache.stats().fills_rejected, 1);
+    assert_eq!(
+        cache.get::<Option<String>>("inv2:article:1").await.unwrap(),
+        None
+    );
+    let (_, go, task) = held_fill(&cache, "inv2:article:1", &row, dep);
+    go.send(()).unwrap();
+    assert_eq!(task.await.unwrap().as_deref(), Some("v2"));
+    assert_eq!(
+        cache.get::<Option<String>>("inv2:article:1").await.unwrap(),
+        Some(Some("v2".into()))
+    );
+}
+
+/// Invariant 2: The same for a negative result: "no such row" loaded before the row was inserted is not
+/// cached (the row's tag was never seen by the store before the insert).
+pub async fn inv2_stale_fill_rejected_negative_result<H: Harness>(h: &H) {
+    let cache = Cache::new(h.store().await);
+    let scopes = Scopes::new("article").id(|a: &(i64, String)| a.0);
+    let row: Row = Arc::new(Mutex::new(None));
+    let (read, go, task) = held_fill(&cache, "inv2:article:7", &row, Dep::id("article", 7));
+    read.await.unwrap();
+    let inserted = (7, "new".to_owned());
+    *row.lock() = Some(inserted.1.clone());
+    cache
+        .invalidate(scopes.invalidate_for(None, Some(&inserted), None))
+        .await
+        .unwrap();
+    go.send(()).unwrap();
+    assert_eq!(
+        task.await.unwrap(),
+        None,
+        "the caller gets its (old) negative result"
+    );
+    assert_eq!(cache.stats().fills_rejected, 1);
+    assert_eq!(
+        cache.get::<Option<String>>("inv2:article:7").await.unwrap(),
+        None,
+        "the negative result must not be cached"
+    );
+}
+
+/// Invariant 2: At the store level: a token taken before an invalidation of any of the entry's tags cannot
+/// store; a token taken after it can.
+pub async fn inv2_store_rejects_tokens_older_than_an_invalidation<H: Harness>(h: &H) {
+    let store = h.store().await;
+    let (a, b) = (tag(&Dep::id("article", 1)), tag(&Dep::id("author", 2)));
+    let k = key("inv2:store");
+    let Lookup::Miss(old) = store.get(&k).await.unwrap() else {
+        panic!("miss expected");
+    };
+    store.invalidate(std::slice::from_ref(&b)).await.unwrap();
+    let Lookup::Miss(new) = store.get(&k).await.unwrap() else {
+        panic!("miss expected");
+    };
+    let tags = [a.clone(), b];
+    let outcome = store
+        .put(&k, bytes("stale"), &tags, None, Some(&old))
+        .await
+        .unwrap();
+    assert_eq!(outcome, PutOutcome::Stale);
+    assert_eq!(hit(&store, &k).await, None);
+    // A fill with only the untouched tag may use the old token.
+    let outcome = store
+        .put(&k, bytes("ok"), &[a], None, Some(&old))
+        .await
+        .unwrap();
+    assert_eq!(outcome, PutOutcome::Stored);
+    let outcome = store
+        .put(&k, bytes("fresh"), &tags, None, Some(&new))
+        .await
+        .unwrap();
+    assert_eq!(outcome, PutOutcome::Stored);
+    assert_eq!(hit(&store, &k).await, Some(bytes("fresh")));
+}
+
+/// Invariant 2: A token older than the fill window cannot store (the stamps it would be checked against
+/// may be gone).
+pub async fn inv2_token_older_than_fill_window_is_rejected<H: Harness>(h: &H) {
+    let store = h.store().await;
+    let k = key("inv2:window");
+    let Lookup::Miss(token) = store.get(&k).await.unwrap() else {
+        panic!("miss expected");
+    };
+    h.advance(&store, h.fill_window() + Duration::from_millis(200))
+        .await;
+    let outcome = store
+        .put(&k, bytes("late"), &[], None, Some(&token))
+        .await
+        .unwrap();
+    assert_eq!(outcome, PutOutcome::Stale);
+    assert_eq!(hit(&store, &k).await, None);
+}
+
+/// Invariant 3: An entry whose tag lost its reverse index (eviction, partial write) is still not served
+/// after the tag is invalidated.
+pub async fn inv3_lost_index_means_miss<H: Harness>(h: &H) {
+    let store = h.store().await;
+    let t = tag(&Dep::id("article", 3));
+    let (k, k2) = (key("inv3:page"), key("inv3:list"));
+    store
+        .put(&k, bytes("v"), std::slice::from_ref(&t), None, None)
+        .await
+        .unwrap();
+    store
+        .put(&k2, bytes("v"), std::slice::from_ref(&t), None, None)
+        .await
+        .unwrap();
+    h.lose_index(&store, &t).await;
+    store.invalidate(std::slice::from_ref(&t)).await.unwrap();
+    assert_eq!(
+        hit(&store, &k).await,
+        None,
+        "served after its tag was invalidated"
+    );
+    assert!(!store.exists(&k2).await.unwrap());
+    // New fills with the tag work as usual afterwards.
+    let Lookup::Miss(token) = store.get(&k).await.unwrap() else {
+        panic!("miss expected");
+    };
+    let outcome = store
+        .put(&k, bytes("v2"), &[t], None, Some(&token))
+        .await
+        .unwrap();
+    assert_eq!(outcome, PutOutcome::Stored);
+    assert_eq!(hit(&store, &k).await, Some(bytes("v2")));
+}
+
+/// Invariant 4: Re-putting a key replaces its value and its tags together.
+pub async fn inv4_put_replaces_value_and_tags<H: Harness>(h: &H) {
+    let store = h.store().await;
+    let (old, new) = (tag(&Dep::tag("old")), tag(&Dep::tag("new")));
+    let k = key("inv4:k");
+    store
+        .put(&k, bytes("v1"), std::slice::from_ref(&old), None, None)
+        .await
+        .unwrap();
+    store
+        .put(&k, bytes("v2"), std::slice::from_ref(&new), None, None)
+        .await
+        .unwrap();
+    store.invalidate(&[old]).await.unwrap();
+    assert_eq!(
+        hit(&store, &k).await,
+        Some(bytes("v2")),
+        "the old tag no longer applies"
+    );
+    store.invalidate(&[new]).await.unwrap();
+    assert_eq!(hit(&store, &k).await, None, "the new tag applies");
+}
+
+/// Invariant 5: Index structures do not keep an expired entry alive.
+pub async fn inv5_index_does_not_keep_expired_entries_alive<H: Harness>(h: &H) {
+    let store = h.store().await;
+    let t = tag(&Dep::tag("shared"));
+    let (short, long) = (key("inv5:short"), key("inv5:long"));
+    store
+        .put(
+            &short,
+            bytes("s"),
+            std::slice::from_ref(&t),
+            Some(Duration::from_millis(200)),
+            None,
+        )
+        .await
+        .unwrap();
+    store
+        .put(&long, bytes("l"), &[t], None, None)
+        .await
+        .unwrap();
+    h.advance(&store, Duration::from_millis(400)).await;
+    assert_eq!(hit(&store, &short).await, None);
+    assert_eq!(hit(&store, &long).await, Some(bytes("l")));
+}
+
+/// Invariant 5: Index structures do not shorten the life of an entry: a long-lived entry stays reachable
+/// by its tag after a short-lived entry with the same tag expired, whatever their order.
+pub async fn inv5_index_does_not_shorten_entry_life<H: Harness>(h: &H) {
+    let store = h.store().await;
+    let (t1, t2) = (tag(&Dep::tag("short-first")), tag(&Dep::tag("long-first")));
+    let short = Some(Duration::from_millis(200));
+    let long = Some(Duration::from_secs(3600));
+    store
+        .put(
+            &key("inv5:a-short"),
+            bytes("s"),
+            std::slice::from_ref(&t1),
+            short,
+            None,
+        )
+        .await
+        .unwrap();
+    store
+        .put(
+            &key("inv5:a-long"),
+            bytes("l"),
+            std::slice::from_ref(&t1),
+            long,
+            None,
+        )
+        .await
+        .unwrap();
+    store
+        .put(
+            &key("inv5:b-long"),
+            bytes("l"),
+            std::slice::from_ref(&t2),
+            long,
+            None,
+        )
+        .await
+        .unwrap();
+    store
+        .put(
+            &key("inv5:b-short"),
+            bytes("s"),
+            std::slice::from_ref(&t2),
+            short,
+            None,
+        )
+        .await
+        .unwrap();
+    h.advance(&store, Duration::from_millis(400)).await;
+    assert_eq!(hit(&store, &key("inv5:a-long")).await, Some(bytes("l")));
+    assert!(store.invalidate(&[t1, t2]).await.unwrap() >= 2);
+    assert_eq!(hit(&store, &key("inv5:a-long")).await, None);
+    assert_eq!(hit(&store, &key("inv5:b-long")).await, None);
+}
+
+/// Invariant 6: Invalidating a tag with very many dependents removes them all, leaves the rest, and the
+/// tag is usable right after.
+pub async fn inv6_bounded_invalidation_of_many_dependents<H: Harness>(h: &H) {
+    let store = h.store().await;
+    let n = h.fan_out();
+    let hot = tag(&Dep::tag("hot"));
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let (store, hot) = (store.clone(), hot.clone());
+            async move {
+                let tags = [hot, tag(&Dep::id("row", i))];
+                let k = key(&format!("inv6:{i}"));
+                store.put(&k, bytes("v"), &tags, None, None).await.unwrap();
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<()>()
+        .await;
+    let bystander = key("inv6:bystander");
+    store
+        .put(
+            &bystander,
+            bytes("b"),
+            &[tag(&Dep::tag("cold"))],
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+    let removed = store.invalidate(std::slice::from_ref(&hot)).await.unwrap();
+    assert_eq!(removed, n as u64);
+    for i in (0..n).step_by((n / 200).max(1)).chain([n - 1]) {
+        assert_eq!(
+            hit(&store, &key(&format!("inv6:{i}"))).await,
+            None,
+            "dependent {i}"
+        );
+    }
+    assert_eq!(hit(&store, &bystander).await, Some(bytes("b")));
+    let Lookup::Miss(token) = store.get(&key("inv6:0")).await.unwrap() else {
+        panic!("miss expected");
+    };
+    let outcome = store
+        .put(&key("inv6:0"), bytes("new"), &[hot], None, Some(&token))
+        .await
+        .unwrap();
+    assert_eq!(outcome, PutOutcome::Stored);
+}

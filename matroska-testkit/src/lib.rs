@@ -1,0 +1,219 @@
+//! # The Matroska conformance suite
+//!
+//! Every Matroska store must behave the same: this crate holds the cases that prove it, as plain
+//! public `async fn`s grouped by concern in [`cases`], and one macro, [`conformance!`], that turns
+//! them into one `#[test]` per case for any store through a small [`Harness`].
+//!
+//! A store author writes a harness (fresh isolated stores, a way to let time pass, a way to lose
+//! index metadata) and one macro call:
+//!
+//! ```ignore
+//! // tests/conformance.rs of a store crate
+//! struct MyHarness { /* a connection, the namespaces to drop afterwards */ }
+//!
+//! impl matroska_testkit::Harness for MyHarness { /* ... */ }
+//!
+//! impl MyHarness {
+//!     async fn create() -> Option<Self> {
+//!         let url = matroska_testkit::server_url("MY_STORE_URL")?; // skips, or fails in CI
+//!         Some(MyHarness { /* connect to url */ })
+//!     }
+//! }
+//!
+//! matroska_testkit::conformance!(MyHarness::create());
+//! ```
+//!
+//! That expands to modules named after the groups (`basic`, `dependencies`, `scopes`, `expiry`,
+//! `namespaces`, `edge_cases`, `invariants`, `concurrency`, `cache`), each with one test per case,
+//! so `cargo nextest run -E 'test(/invariants::/)'` runs one group. Each case runs on its own
+//! multi-threaded runtime with a time limit, and the harness cleans up even when it fails.
+//!
+//! The cases named `invN_...` are the consistency invariants of the design (DESIGN.md section 5):
+//! no stale read after invalidation, no stale fill (including negative results), metadata loss
+//! means misses, put replaces, expiry, bounded work.
+
+// A test-support crate: it reports skipped tests and random seeds on stderr, and its cases use
+// the short names of test code (h for the harness, k for a key, t for a tag).
+#![allow(clippy::print_stderr, clippy::many_single_char_names)]
+
+mod harness;
+pub mod support;
+
+pub use crate::harness::{CASE_TIMEOUT, Harness, run, server_url};
+
+/// The cases, grouped by concern. Each is `pub async fn name<H: Harness>(h: &H)`, and panics
+/// (through `assert!` and `unwrap`) when the store breaks its contract: that is how a case fails
+/// its test.
+#[allow(clippy::unwrap_used, clippy::missing_panics_doc)]
+pub mod cases {
+    pub mod basic;
+    pub mod cache;
+    pub mod concurrency;
+    pub mod dependencies;
+    pub mod edge_cases;
+    pub mod expiry;
+    pub mod invariants;
+    pub mod namespaces;
+    pub mod scopes;
+}
+
+/// Generates one `#[test]` per conformance case for a store.
+///
+/// `$make` is an expression evaluating to a future of `Option<impl Harness>` (`None` skips the
+/// tests, for example when the store's server is not configured). It is evaluated once per test,
+/// inside that test's runtime, in the modules the macro creates (which import the caller's module
+/// with `use super::*`).
+///
+/// # Examples
+///
+/// ```ignore
+/// mod memory {
+///     matroska_testkit::conformance!(crate::MemoryHarness::create());
+/// }
+/// ```
+#[macro_export]
+macro_rules! conformance {
+    ($make:expr) => {
+        $crate::__conformance_cases!(@emit $make;
+            basic: [
+                put_then_get,
+                missing_key_is_a_miss,
+                overwrite_replaces_value,
+                delete_reports_whether_a_live_entry_was_removed,
+                exists_agrees_with_get,
+                miss_token_fills_the_entry,
+            ],
+            dependencies: [
+                invalidate_removes_every_dependent,
+                invalidate_leaves_unrelated_entries,
+                any_of_several_tags_invalidates,
+                several_tags_in_one_call,
+                unknown_tag_is_a_noop,
+                dead_index_members_do_not_remove_new_entries,
+            ],
+            scopes: [
+                new_row_entering_a_scope_invalidates_the_list,
+                row_moving_between_scopes_invalidates_both_lists,
+                unwatched_modification_keeps_other_lists_cached,
+                deleted_row_invalidates_its_scope,
+                undescribed_condition_in_lenient_mode_is_never_stale,
+            ],
+            expiry: [
+                expired_entry_is_never_served,
+                entry_without_ttl_persists,
+                ttl_reports_missing_persistent_and_remaining,
+                put_without_ttl_removes_an_earlier_ttl,
+                sub_second_ttl_works,
+                zero_ttl_is_rejected_before_anything_is_written,
+            ],
+            namespaces: [
+                namespaces_are_isolated,
+                invalidation_is_confined_to_the_namespace,
+                clear_is_confined_to_the_namespace,
+                clear_rejects_fills_that_started_before_it,
+                reopened_handle_shares_the_namespace,
+            ],
+            edge_cases: [
+                unicode_keys_tags_and_values,
+                key_limits_are_enforced,
+                empty_binary_and_large_values_round_trip,
+                many_tags_on_one_entry,
+                separator_characters_in_tags,
+                long_tags_are_hashed_and_still_invalidate,
+                undecodable_bytes_are_a_miss_and_removed,
+                type_change_is_a_miss,
+                oversized_value_is_rejected_and_nothing_is_lost,
+            ],
+            invariants: [
+                inv1_no_stale_read_after_invalidation,
+                inv2_stale_fill_rejected_changed_row,
+                inv2_stale_fill_rejected_negative_result,
+                inv2_store_rejects_tokens_older_than_an_invalidation,
+                inv2_token_older_than_fill_window_is_rejected,
+                inv3_lost_index_means_miss,
+                inv4_put_replaces_value_and_tags,
+                inv5_index_does_not_keep_expired_entries_alive,
+                inv5_index_does_not_shorten_entry_life,
+                inv6_bounded_invalidation_of_many_dependents,
+            ],
+            concurrency: [
+                single_flight_shares_one_load,
+                loader_error_reaches_every_waiter_and_the_next_call_retries,
+                loader_panic_reaches_every_waiter_and_the_next_call_retries,
+                cancelled_leader_hands_over_to_a_waiter,
+                randomized_fills_reads_and_invalidations_never_read_stale,
+                randomized_race_across_two_handles_never_reads_stale,
+            ],
+            cache: [
+                get_or_insert_with_caches_and_tracks_deps,
+                counters_track_what_happened,
+                json_codec_round_trips_and_codecs_do_not_mix,
+                schema_version_change_is_a_miss,
+                default_ttl_applies_to_puts_and_fills,
+            ],
+        );
+    };
+}
+
+/// Implementation detail of [`conformance!`].
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_cases {
+    (@emit $make:expr; $($group:ident: [$($case:ident),* $(,)?]),* $(,)?) => {
+        $(
+            mod $group {
+                #[allow(unused_imports)]
+                use super::*;
+                $(
+                    #[test]
+                    fn $case() {
+                        $crate::run($make, |h| async move {
+                            $crate::cases::$group::$case(&*h).await;
+                        });
+                    }
+                )*
+            }
+        )*
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every `pub async fn` case in `src/cases/` is listed in the macro, so none is silently
+    /// never run.
+    #[test]
+    fn every_case_is_in_the_macro() {
+        let macro_text = include_str!("lib.rs");
+        let groups = [
+            ("basic", include_str!("cases/basic.rs")),
+            ("cache", include_str!("cases/cache.rs")),
+            ("concurrency", include_str!("cases/concurrency.rs")),
+            ("dependencies", include_str!("cases/dependencies.rs")),
+            ("edge_cases", include_str!("cases/edge_cases.rs")),
+            ("expiry", include_str!("cases/expiry.rs")),
+            ("invariants", include_str!("cases/invariants.rs")),
+            ("namespaces", include_str!("cases/namespaces.rs")),
+            ("scopes", include_str!("cases/scopes.rs")),
+        ];
+        let mut count = 0;
+        for (group, source) in groups {
+            let block_start = macro_text
+                .find(&format!("            {group}: ["))
+                .unwrap_or_else(|| panic!("group {group} is missing from the macro"));
+            let block = &macro_text[block_start..];
+            let block = &block[..block.find(']').unwrap()];
+            for line in source.lines() {
+                let Some(rest) = line.strip_prefix("pub async fn ") else {
+                    continue;
+                };
+                let name = &rest[..rest.find('<').unwrap()];
+                assert!(
+                    block.contains(&format!(" {name},")),
+                    "case {group}::{name} is not listed in conformance!"
+                );
+                count += 1;
+            }
+        }
+        assert!(count >= 50, "only {count} cases found");
+    }
+}
