@@ -1,5 +1,6 @@
 //! [`Cache`]: the typed front end over any [`Store`].
 
+mod fetched;
 mod flight;
 mod loaded;
 mod put;
@@ -19,6 +20,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::Instrument as _;
 
+pub use self::fetched::{Fetched, Origin};
 use self::flight::{Flights, Role, Shared};
 pub use self::loaded::Loaded;
 pub use self::put::Put;
@@ -579,16 +581,58 @@ impl<S: Store, C: Codec> Cache<S, C> {
         Fut: Future<Output = std::result::Result<Loaded<T>, E>>,
         E: Into<Box<dyn StdError + Send + Sync>>,
     {
+        Ok(self.fetch(key, loader).await?.value)
+    }
+
+    /// [`get_or_insert_with`](Cache::get_or_insert_with), also telling where the value came from:
+    /// the cache, this call's load (stored or not), or another caller's load.
+    ///
+    /// # Errors
+    ///
+    /// As [`get_or_insert_with`](Cache::get_or_insert_with).
+    ///
+    /// # Panics
+    ///
+    /// As [`get_or_insert_with`](Cache::get_or_insert_with): a panicking loader's panic
+    /// propagates to its caller.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use matroska_core::{Cache, Loaded, MemoryStore, Origin};
+    ///
+    /// # futures::executor::block_on(async {
+    /// let cache = Cache::new(MemoryStore::new());
+    /// let load = || async { Ok::<_, std::io::Error>(Loaded::new("page".to_string())) };
+    /// let first = cache.fetch("page:1", load).await?;
+    /// assert_eq!(first.origin, Origin::Loaded { stored: true });
+    /// let second = cache.fetch("page:1", load).await?;
+    /// assert!(second.is_hit());
+    /// assert_eq!(second.value, "page");
+    /// # Ok::<(), matroska_core::Error>(()) });
+    /// ```
+    pub async fn fetch<T, F, Fut, E>(&self, key: impl IntoKey, loader: F) -> Result<Fetched<T>>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = std::result::Result<Loaded<T>, E>>,
+        E: Into<Box<dyn StdError + Send + Sync>>,
+    {
         let key = key.into_key()?;
         let span = tracing::debug_span!(
-            "matroska.get_or_insert_with",
+            "matroska.fetch",
             store = self.inner.store.name(),
             key = %key
         );
         async {
             let (leader, token) = loop {
                 let token = match self.lookup(&key).await? {
-                    Found::Value(value) => return Ok(value),
+                    Found::Value(value) => {
+                        return Ok(Fetched {
+                            value,
+                            origin: Origin::Cache,
+                        });
+                    }
                     Found::Miss(token) => token,
                 };
                 match self.inner.flights.join(&key) {
@@ -607,7 +651,12 @@ impl<S: Store, C: Codec> Cache<S, C> {
                                 {
                                     continue;
                                 }
-                                return open(&self.inner.codec, self.inner.schema, &shared.bytes);
+                                let value =
+                                    open(&self.inner.codec, self.inner.schema, &shared.bytes)?;
+                                return Ok(Fetched {
+                                    value,
+                                    origin: Origin::Shared,
+                                });
                             }
                             Some(Err(err)) => return Err(err),
                             // The leader was cancelled or panicked: try again.
@@ -630,10 +679,13 @@ impl<S: Store, C: Codec> Cache<S, C> {
                 }
             };
             match self.fill(&key, &loaded, token.as_ref()).await {
-                Ok(bytes) => {
+                Ok((bytes, stored)) => {
                     let seq = token.as_ref().map(FillToken::seq);
                     leader.finish(Ok(Shared { bytes, seq }));
-                    Ok(loaded.value)
+                    Ok(Fetched {
+                        value: loaded.value,
+                        origin: Origin::Loaded { stored },
+                    })
                 }
                 Err(err) => {
                     leader.finish(Err(err.clone()));
@@ -646,33 +698,37 @@ impl<S: Store, C: Codec> Cache<S, C> {
     }
 
     /// Encodes and validates a loaded value, and stores it when a token allows. Returns the
-    /// encoded bytes for the waiting callers.
+    /// encoded bytes for the waiting callers, and whether the value was stored.
     async fn fill<T: Serialize>(
         &self,
         key: &Key,
         loaded: &Loaded<T>,
         token: Option<&FillToken>,
-    ) -> Result<Bytes> {
+    ) -> Result<(Bytes, bool)> {
         let bytes = seal(&self.inner.codec, self.inner.schema, &loaded.value)?;
         let tags = tags_of(&loaded.deps)?;
         let ttl = loaded.ttl.or(self.inner.default_ttl);
         self.check_value(&bytes, ttl)?;
         let Some(token) = token else {
-            return Ok(bytes);
+            return Ok((bytes, false));
         };
-        match self
+        let stored = match self
             .inner
             .store
             .put(key, bytes.clone(), &tags, ttl, Some(token))
             .await
         {
-            Ok(outcome) => self.count_put(key, outcome),
+            Ok(outcome) => {
+                self.count_put(key, outcome);
+                outcome.is_stored()
+            }
             Err(err) => {
                 self.count_store_error();
                 tracing::warn!(error = %err, key = %key, "could not store the loaded value");
+                false
             }
-        }
-        Ok(bytes)
+        };
+        Ok((bytes, stored))
     }
 
     /// Stores encoded bytes without a token (the caller vouches they are fresh).

@@ -181,6 +181,26 @@ impl fmt::Debug for Dep {
     }
 }
 
+/// Shows the dependency's tag (or, for an invalid dependency, why it is invalid).
+///
+/// # Examples
+///
+/// ```
+/// use matroska_core::Dep;
+///
+/// assert_eq!(Dep::id("article", 5).to_string(), "i:article:5");
+/// assert_eq!(Dep::tag("").to_string(), "<invalid dependency: the tag name must not be empty>");
+/// ```
+impl fmt::Display for Dep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.to_tag() {
+            Ok(tag) => f.write_str(tag.as_str()),
+            Err(Error::InvalidDep { reason }) => write!(f, "<invalid dependency: {reason}>"),
+            Err(other) => write!(f, "<invalid dependency: {other}>"),
+        }
+    }
+}
+
 /// Turns dependencies into tags, deduplicated, in a stable order.
 pub(crate) fn tags_of<'a>(deps: impl IntoIterator<Item = &'a Dep>) -> Result<Vec<Tag>> {
     let mut tags = deps

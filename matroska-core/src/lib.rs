@@ -67,7 +67,9 @@ mod value;
 pub use async_trait::async_trait;
 pub use bytes::Bytes;
 
-pub use crate::cache::{Cache, CacheBuilder, CacheStats, DEFAULT_MAX_VALUE_LEN, Loaded, Put};
+pub use crate::cache::{
+    Cache, CacheBuilder, CacheStats, DEFAULT_MAX_VALUE_LEN, Fetched, Loaded, Origin, Put,
+};
 pub use crate::dep::Dep;
 pub use crate::error::{BoxError, Error, Result};
 pub use crate::key::{IntoKey, Key};

@@ -2,7 +2,7 @@
 
 mod tag_table;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -487,16 +487,24 @@ impl Store for MemoryStore {
         let inner = &self.inner;
         let now = inner.now();
         let seq = inner.seq.fetch_add(1, Ordering::SeqCst) + 1;
-        let mut found = 0_u64;
-        for tag in tags {
-            let members = inner.tags.get_or_insert(tag).invalidate(seq, now);
-            found += members.len() as u64;
-            if !members.is_empty() {
-                inner.pending.lock().extend(members);
+        let found = if let [tag] = tags {
+            inner.tags.get_or_insert(tag).invalidate(seq, now)
+        } else {
+            // An entry carrying several of the tags is one entry.
+            let mut all = HashMap::new();
+            for tag in tags {
+                all.extend(inner.tags.get_or_insert(tag).invalidate(seq, now));
             }
+            all
+        };
+        // Should a key's entries differ between the tags (a re-put racing with this call), the
+        // entry not reclaimed here is still never served: its stamp check fails at read time.
+        let count = found.len() as u64;
+        if !found.is_empty() {
+            inner.pending.lock().extend(found);
         }
         inner.after_write(now);
-        Ok(found)
+        Ok(count)
     }
 
     async fn ttl(&self, key: &Key) -> Result<KeyTtl> {

@@ -90,6 +90,7 @@ macro_rules! conformance {
                 several_tags_in_one_call,
                 unknown_tag_is_a_noop,
                 dead_index_members_do_not_remove_new_entries,
+                an_entry_matching_several_tags_counts_once,
             ],
             scopes: [
                 new_row_entering_a_scope_invalidates_the_list,
@@ -150,6 +151,7 @@ macro_rules! conformance {
                 json_codec_round_trips_and_codecs_do_not_mix,
                 schema_version_change_is_a_miss,
                 default_ttl_applies_to_puts_and_fills,
+                fetch_reports_the_origin_of_values,
             ],
         );
     };

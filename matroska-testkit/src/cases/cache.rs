@@ -126,3 +126,26 @@ pub async fn default_ttl_applies_to_puts_and_fills<H: Harness>(h: &H) {
         }
     }
 }
+
+/// `fetch` reports where each value came from, including a load that was not stored because a
+/// dependency was invalidated during it.
+pub async fn fetch_reports_the_origin_of_values<H: Harness>(h: &H) {
+    use matroska_core::Origin;
+    let cache = Cache::new(h.store().await);
+    let load = || async { Ok::<_, Infallible>(Loaded::new(page(4)).dep(Dep::id("page", 4))) };
+    let first = cache.fetch("cache:origin", load).await.unwrap();
+    assert_eq!(first.origin, Origin::Loaded { stored: true });
+    let second = cache.fetch("cache:origin", load).await.unwrap();
+    assert_eq!((second.origin, second.value), (Origin::Cache, page(4)));
+    cache.invalidate([Dep::id("page", 4)]).await.unwrap();
+    let c = cache.clone();
+    let racing = cache
+        .fetch("cache:origin", || async move {
+            // A write lands while this load runs.
+            c.invalidate([Dep::id("page", 4)]).await.unwrap();
+            Ok::<_, Infallible>(Loaded::new(page(4)).dep(Dep::id("page", 4)))
+        })
+        .await
+        .unwrap();
+    assert_eq!(racing.origin, Origin::Loaded { stored: false });
+}

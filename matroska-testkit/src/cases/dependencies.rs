@@ -144,3 +144,25 @@ pub async fn dead_index_members_do_not_remove_new_entries<H: Harness>(h: &H) {
     store.invalidate(&[t]).await.unwrap();
     assert_eq!(hit(&store, &k).await, Some(bytes("new")));
 }
+
+/// An entry that carries several of the invalidated tags is counted once.
+pub async fn an_entry_matching_several_tags_counts_once<H: Harness>(h: &H) {
+    let store = h.store().await;
+    let (a, b) = (tag(&Dep::id("article", 3)), tag(&Dep::tag("databases")));
+    let both = [a.clone(), b.clone()];
+    store
+        .put(&key("deps:list"), bytes("l"), &both, None, None)
+        .await
+        .unwrap();
+    store
+        .put(
+            &key("deps:page"),
+            bytes("p"),
+            std::slice::from_ref(&a),
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.invalidate(&both).await.unwrap(), 2);
+}
