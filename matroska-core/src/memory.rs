@@ -4,8 +4,8 @@ mod tag_table;
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -21,7 +21,7 @@ use crate::store::{DEFAULT_FILL_WINDOW, FillToken, KeyTtl, Lookup, PutOutcome, S
 use crate::tag::Tag;
 
 /// How many invalidated entries a write operation reclaims on the side.
-const RECLAIM_CHUNK: usize = 64;
+const RECLAIM_CHUNK: usize = 16;
 /// Every this many writes, one shard of the tag table is swept of unused tags.
 const SWEEP_EVERY: u64 = 256;
 
@@ -32,7 +32,9 @@ const SWEEP_EVERY: u64 = 256;
 /// per entry). Each tag has a shared state holding its invalidation stamp and its reverse index;
 /// an entry points at the states of its tags, so a read checks the stamps with a few atomic loads.
 /// Invalidation is immediate (stamps), and the invalidated entries' memory is reclaimed in bounded
-/// chunks by later writes (or at once by [`MemoryStore::run_pending_tasks`]).
+/// chunks by later writes (or at once by [`MemoryStore::run_pending_tasks`]). Reverse indexes
+/// hold weak references, so members whose entry expired, was evicted or replaced are recognised
+/// as dead without a lookup and pruned as the index grows.
 ///
 /// Clones share the same entries: a clone is another handle on the same namespace.
 ///
@@ -62,17 +64,17 @@ struct Inner {
     seq: AtomicU64,
     /// Entries filled before this sequence number were cleared.
     cleared_at: AtomicU64,
-    next_entry_id: AtomicU64,
     writes: AtomicU64,
-    /// Invalidated entries waiting to be reclaimed: (key, entry id).
-    pending: Mutex<VecDeque<(Key, u64)>>,
+    /// Invalidated entries waiting to be reclaimed.
+    pending: Mutex<VecDeque<(Key, Weak<Entry>)>>,
     clock: Arc<dyn Clock>,
     fill_window: Duration,
     max_value_len: usize,
 }
 
+/// A stored entry; its identity (for reclamation) is its allocation.
+#[derive(Debug)]
 struct Entry {
-    id: u64,
     /// The sequence number the entry was filled at.
     seq: u64,
     value: Bytes,
@@ -179,14 +181,9 @@ impl MemoryStoreBuilder {
     /// # let _ = store;
     /// ```
     pub fn build(self) -> MemoryStore {
-        let listener = |key: Arc<Key>, entry: Arc<Entry>, _cause| {
-            for state in &entry.tags {
-                state.remove_member(&key, entry.id);
-            }
-        };
-        let mut builder = Moka::builder()
-            .expire_after(EntryExpiry)
-            .eviction_listener(listener);
+        // No eviction listener: it would double the cost of moka's writes. Reverse indexes notice
+        // dead members through their weak references instead.
+        let mut builder = Moka::builder().expire_after(EntryExpiry);
         let max_value_len = match self.bound {
             Bound::Entries(entries) => {
                 builder = builder.max_capacity(entries);
@@ -203,7 +200,6 @@ impl MemoryStoreBuilder {
                 tags: TagTable::new(),
                 seq: AtomicU64::new(0),
                 cleared_at: AtomicU64::new(0),
-                next_entry_id: AtomicU64::new(0),
                 writes: AtomicU64::new(0),
                 pending: Mutex::default(),
                 clock: self.clock,
@@ -358,41 +354,47 @@ impl Inner {
         FillToken::new(self.seq.load(Ordering::SeqCst), ms)
     }
 
-    fn is_live(&self, entry: &Entry, now: Duration) -> bool {
-        entry.expires_at.is_none_or(|at| at > now)
-            && entry.seq >= self.cleared_at.load(Ordering::SeqCst)
+    /// Whether an entry may be served: not expired (the clock is read only for entries with a
+    /// TTL), not cleared, and none of its tags invalidated since it was filled.
+    fn is_live(&self, entry: &Entry) -> bool {
+        entry.seq >= self.cleared_at.load(Ordering::SeqCst)
             && entry.tags.iter().all(|state| state.stamp() <= entry.seq)
-    }
-
-    /// Removes the entry `id` under `key`, unless the key now holds another entry.
-    fn remove_entry(&self, key: &Key, id: u64) {
-        let _ = self
-            .entries
-            .entry_by_ref(key)
-            .and_compute_with(|current| match current {
-                Some(e) if e.value().id == id => moka::ops::compute::Op::Remove,
-                _ => moka::ops::compute::Op::Nop,
-            });
+            && entry.expires_at.is_none_or(|at| at > self.now())
     }
 
     /// Reclaims up to `budget` invalidated entries; returns how many it looked at.
+    ///
+    /// An entry that is gone already (its weak reference is dead) costs nothing. Otherwise the
+    /// key is removed only if it still holds that very entry: a key refilled since the
+    /// invalidation keeps its fresh entry. (moka may hold a replaced value for a while, so a live
+    /// weak reference alone does not prove the key still holds it.) Not atomic: a put racing with
+    /// the removal itself can lose its new entry, which is then a miss; never a stale read.
     fn reclaim(&self, budget: usize) -> usize {
-        let batch: Vec<(Key, u64)> = {
+        let batch: Vec<(Key, Weak<Entry>)> = {
             let mut pending = self.pending.lock();
             let n = budget.min(pending.len());
             pending.drain(..n).collect()
         };
-        for (key, id) in &batch {
-            self.remove_entry(key, *id);
+        for (key, entry) in &batch {
+            let Some(entry) = entry.upgrade() else {
+                continue;
+            };
+            if self
+                .entries
+                .get(key)
+                .is_some_and(|current| Arc::ptr_eq(&current, &entry))
+            {
+                self.entries.invalidate(key);
+            }
         }
         batch.len()
     }
 
     /// Bounded housekeeping on the write path.
-    fn after_write(&self, now: Duration) {
+    fn after_write(&self) {
         self.reclaim(RECLAIM_CHUNK);
         if self.writes.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
-            let pruned = self.tags.sweep_next(now, self.fill_window);
+            let pruned = self.tags.sweep_next(self.now(), self.fill_window);
             if pruned > 0 {
                 tracing::trace!(pruned, "memory store: dropped unused tag states");
             }
@@ -414,14 +416,14 @@ impl Store for MemoryStore {
 
     async fn get(&self, key: &Key) -> Result<Lookup> {
         let inner = &self.inner;
-        let now = inner.now();
         match inner.entries.get(key) {
-            Some(entry) if inner.is_live(&entry, now) => Ok(Lookup::Hit(entry.value.clone())),
-            Some(entry) => {
-                inner.remove_entry(key, entry.id);
-                Ok(Lookup::Miss(inner.token(now)))
+            Some(entry) if inner.is_live(&entry) => Ok(Lookup::Hit(entry.value.clone())),
+            Some(_) => {
+                // Stale or expired: remove it (a put racing with this loses its entry to a miss).
+                inner.entries.invalidate(key);
+                Ok(Lookup::Miss(inner.token(inner.now())))
             }
-            None => Ok(Lookup::Miss(inner.token(now))),
+            None => Ok(Lookup::Miss(inner.token(inner.now()))),
         }
     }
 
@@ -441,11 +443,12 @@ impl Store for MemoryStore {
                 limit: inner.max_value_len,
             });
         }
-        let now = inner.now();
+        // The clock is read only when needed: for a token's age or an expiry time.
+        let now = (token.is_some() || ttl.is_some()).then(|| inner.now());
         let seq = match token {
             Some(token) => {
                 if token.seq() < inner.cleared_at.load(Ordering::SeqCst)
-                    || inner.token_expired(token, now)
+                    || now.is_some_and(|now| inner.token_expired(token, now))
                 {
                     return Ok(PutOutcome::Stale);
                 }
@@ -458,29 +461,26 @@ impl Store for MemoryStore {
         if states.iter().any(|state| state.stamp() > seq) {
             return Ok(PutOutcome::Stale);
         }
-        let id = inner.next_entry_id.fetch_add(1, Ordering::Relaxed);
-        for state in &states {
-            state.add_member(key, id);
-        }
-        let entry = Entry {
-            id,
+        let entry = Arc::new(Entry {
             seq,
             value,
             tags: states,
             ttl,
-            expires_at: ttl.map(|ttl| now + ttl),
-        };
-        inner.entries.insert(key.clone(), Arc::new(entry));
-        inner.after_write(now);
+            expires_at: now.zip(ttl).map(|(now, ttl)| now + ttl),
+        });
+        for state in &entry.tags {
+            state.add_member(key, Arc::downgrade(&entry));
+        }
+        inner.entries.insert(key.clone(), entry);
+        inner.after_write();
         Ok(PutOutcome::Stored)
     }
 
     async fn delete(&self, key: &Key) -> Result<bool> {
         let inner = &self.inner;
-        let now = inner.now();
         let removed = inner.entries.remove(key);
-        inner.after_write(now);
-        Ok(removed.is_some_and(|entry| inner.is_live(&entry, now)))
+        inner.after_write();
+        Ok(removed.is_some_and(|entry| inner.is_live(&entry)))
     }
 
     async fn invalidate(&self, tags: &[Tag]) -> Result<u64> {
@@ -499,11 +499,14 @@ impl Store for MemoryStore {
         };
         // Should a key's entries differ between the tags (a re-put racing with this call), the
         // entry not reclaimed here is still never served: its stamp check fails at read time.
-        let count = found.len() as u64;
+        let count = found
+            .values()
+            .filter(|entry| entry.strong_count() > 0)
+            .count() as u64;
         if !found.is_empty() {
             inner.pending.lock().extend(found);
         }
-        inner.after_write(now);
+        inner.after_write();
         Ok(count)
     }
 
@@ -511,7 +514,7 @@ impl Store for MemoryStore {
         let inner = &self.inner;
         let now = inner.now();
         Ok(match inner.entries.get(key) {
-            Some(entry) if inner.is_live(&entry, now) => match entry.expires_at {
+            Some(entry) if inner.is_live(&entry) => match entry.expires_at {
                 None => KeyTtl::Persistent,
                 Some(at) => KeyTtl::Expires(at.saturating_sub(now)),
             },
@@ -585,40 +588,81 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn eviction_and_deletion_remove_index_members() {
+    async fn dead_index_members_are_pruned_as_the_index_grows() {
         let store = MemoryStore::new();
         let t = tag("t");
-        store
-            .put(
-                &key("a"),
-                Bytes::from_static(b"1"),
-                std::slice::from_ref(&t),
-                None,
-                None,
-            )
-            .await
-            .unwrap();
-        store
-            .put(
-                &key("b"),
-                Bytes::from_static(b"2"),
-                std::slice::from_ref(&t),
-                None,
-                None,
-            )
-            .await
-            .unwrap();
-        assert!(store.delete(&key("a")).await.unwrap());
-        store.run_pending_tasks();
+        // 63 entries come and go (deleted, or re-put without the tag): their members are dead.
+        for i in 0..63 {
+            let k = key(&format!("k{i}"));
+            store
+                .put(
+                    &k,
+                    Bytes::from_static(b"v"),
+                    std::slice::from_ref(&t),
+                    None,
+                    None,
+                )
+                .await
+                .unwrap();
+            if i % 2 == 0 {
+                assert!(store.delete(&k).await.unwrap());
+            } else {
+                store
+                    .put(&k, Bytes::from_static(b"w"), &[], None, None)
+                    .await
+                    .unwrap();
+            }
+        }
+        // (Holding the state keeps the sweep from dropping it while no entry carries the tag.)
         let state = store.inner.tags.get(&t).unwrap();
-        assert_eq!(state.member_count(), 1);
-        // Re-putting b without the tag drops it from the index.
+        store.run_pending_tasks();
+        assert_eq!(state.member_count(), 63);
+        // The 64th member triggers a prune: only the live one is left.
         store
-            .put(&key("b"), Bytes::from_static(b"3"), &[], None, None)
+            .put(
+                &key("live"),
+                Bytes::from_static(b"v"),
+                std::slice::from_ref(&t),
+                None,
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(state.member_count(), 1);
+        // Invalidation counts live entries only.
+        assert_eq!(store.invalidate(std::slice::from_ref(&t)).await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn states_of_tags_no_entry_carries_are_dropped() {
+        let store = MemoryStore::new();
+        let (a, b) = (tag("a"), tag("b"));
+        store
+            .put(
+                &key("k"),
+                Bytes::from_static(b"v"),
+                &[a.clone(), b.clone()],
+                None,
+                None,
+            )
             .await
             .unwrap();
         store.run_pending_tasks();
-        assert_eq!(state.member_count(), 0);
+        assert_eq!(store.tag_count(), 2);
+        // Re-put without `a`: nothing refers to a's state any more.
+        store
+            .put(
+                &key("k"),
+                Bytes::from_static(b"v"),
+                std::slice::from_ref(&b),
+                None,
+                None,
+            )
+            .await
+            .unwrap();
+        store.run_pending_tasks();
+        assert_eq!(store.tag_count(), 1);
+        assert!(store.inner.tags.get(&a).is_none());
     }
 
     #[tokio::test]

@@ -2,27 +2,36 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 
+use super::Entry;
 use crate::key::Key;
 use crate::tag::Tag;
 
 const SHARDS: usize = 64;
+/// A reverse index is pruned of dead members whenever it grows to a power of two at least this
+/// large, so pruning costs O(1) amortized per insertion and dead members never outnumber live ones
+/// for long.
+const PRUNE_FROM: usize = 64;
+
+/// The reverse index of a tag: key -> the entry that carried the tag when it was put. Weak, so
+/// that an entry that expired, was evicted, deleted or replaced shows up as dead without a lookup.
+pub(super) type Members = HashMap<Key, Weak<Entry>>;
 
 /// The state of one tag. Entries hold an `Arc` to the state of each of their tags, so checking an
-/// entry's stamps at read time is a few atomic loads.
+/// entry's stamps at read time is a few atomic loads, and a state that no entry holds has no live
+/// members.
 #[derive(Debug, Default)]
 pub(super) struct TagState {
     /// The sequence number of the last invalidation of this tag (0: never).
     stamp: AtomicU64,
     /// When the stamp was last set, in nanoseconds on the store's clock.
     stamped_at: AtomicU64,
-    /// The reverse index: key -> id of the entry that carries this tag under that key.
-    members: Mutex<HashMap<Key, u64>>,
+    members: Mutex<Members>,
 }
 
 impl TagState {
@@ -31,24 +40,22 @@ impl TagState {
     }
 
     /// Records an invalidation at `seq` and hands back the reverse index, now empty.
-    pub(super) fn invalidate(&self, seq: u64, now: Duration) -> HashMap<Key, u64> {
+    pub(super) fn invalidate(&self, seq: u64, now: Duration) -> Members {
         self.stamp.fetch_max(seq, Ordering::SeqCst);
         self.stamped_at.store(nanos(now), Ordering::SeqCst);
         std::mem::take(&mut *self.members.lock())
     }
 
-    pub(super) fn add_member(&self, key: &Key, entry_id: u64) {
-        self.members.lock().insert(key.clone(), entry_id);
-    }
-
-    /// Removes `key` from the index if it still points at the entry `entry_id`.
-    pub(super) fn remove_member(&self, key: &Key, entry_id: u64) {
+    pub(super) fn add_member(&self, key: &Key, entry: Weak<Entry>) {
         let mut members = self.members.lock();
-        if members.get(key) == Some(&entry_id) {
-            members.remove(key);
+        members.insert(key.clone(), entry);
+        let len = members.len();
+        if len >= PRUNE_FROM && len.is_power_of_two() {
+            members.retain(|_, entry| entry.strong_count() > 0);
         }
     }
 
+    /// The number of members, dead ones included.
     #[cfg(test)]
     pub(super) fn member_count(&self) -> usize {
         self.members.lock().len()
@@ -58,11 +65,10 @@ impl TagState {
         self.members.lock().clear();
     }
 
-    /// Whether the table may drop this state: no entry refers to it, its index is empty and its
-    /// stamp is older than the fill window (no live token can be older than the stamp).
+    /// Whether the table may drop this state: no entry refers to it (so its index has no live
+    /// member), and its stamp is older than the fill window (no live token predates it).
     fn is_prunable(self: &Arc<Self>, now: Duration, fill_window: Duration) -> bool {
         Arc::strong_count(self) == 1
-            && self.members.lock().is_empty()
             && (self.stamp() == 0
                 || nanos(now).saturating_sub(self.stamped_at.load(Ordering::SeqCst))
                     > nanos(fill_window))
