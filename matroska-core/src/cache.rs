@@ -27,7 +27,7 @@ pub use self::put::Put;
 pub use self::stats::CacheStats;
 use self::stats::{Counters, add, bump};
 use crate::codec::{Codec, MsgPack, open, seal};
-use crate::dep::{Dep, tags_of};
+use crate::dep::{Dep, entry_tags, tags_of};
 use crate::error::{Error, Result};
 use crate::key::{IntoKey, Key};
 use crate::store::{FillToken, KeyTtl, Lookup, PutOutcome, Store, check_ttl};
@@ -706,7 +706,7 @@ impl<S: Store, C: Codec> Cache<S, C> {
         token: Option<&FillToken>,
     ) -> Result<(Bytes, bool)> {
         let bytes = seal(&self.inner.codec, self.inner.schema, &loaded.value)?;
-        let tags = tags_of(&loaded.deps)?;
+        let tags = entry_tags(&loaded.deps)?;
         let ttl = loaded.ttl.or(self.inner.default_ttl);
         self.check_value(&bytes, ttl)?;
         let Some(token) = token else {
@@ -739,7 +739,7 @@ impl<S: Store, C: Codec> Cache<S, C> {
         deps: &[Dep],
         ttl: Option<Duration>,
     ) -> Result<()> {
-        let tags = tags_of(deps)?;
+        let tags = entry_tags(deps)?;
         let ttl = ttl.or(self.inner.default_ttl);
         self.check_value(&bytes, ttl)?;
         let span =

@@ -13,7 +13,11 @@ use crate::value::Value;
 /// - a scope: the condition of a filtered list (`published = true and category = 'news'`),
 ///   made only by [`Scopes::condition`](crate::Scopes::condition), so that the writes that
 ///   [`Scopes::invalidate_for`](crate::Scopes::invalidate_for) reports always match it;
-/// - every row of a kind: [`Scopes::any`](crate::Scopes::any).
+/// - every row of a kind: [`Scopes::any`](crate::Scopes::any), which every write of the kind
+///   invalidates;
+/// - everything cached about a kind: [`Dep::kind`], which the [`Cache`](crate::Cache) attaches to
+///   every entry that depends on an id, a scope or [`Scopes::any`](crate::Scopes::any) of that
+///   kind, so that invalidating it drops all of them at once.
 ///
 /// Each dependency has one canonical [`Tag`] (see the [tag module](crate::tag) for the
 /// encoding).
@@ -44,6 +48,7 @@ enum Repr {
         fields: Vec<(String, Value)>,
     },
     AnyOfKind(String),
+    AllOfKind(String),
 }
 
 impl Dep {
@@ -79,6 +84,51 @@ impl Dep {
     /// ```
     pub fn tag(name: impl Into<String>) -> Self {
         Self(Repr::Tag(name.into()))
+    }
+
+    /// Everything cached about entities of `kind`: the [`Cache`](crate::Cache) attaches this
+    /// dependency to every entry that depends on an id, a scope or
+    /// [`Scopes::any`](crate::Scopes::any) of the kind. Ordinary writes never invalidate it;
+    /// invalidate it when you cannot tell what changed: after a gap in a change feed, a bulk
+    /// import, a migration.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use matroska_core::{Cache, Dep, MemoryStore};
+    ///
+    /// # futures::executor::block_on(async {
+    /// let cache = Cache::new(MemoryStore::new());
+    /// cache.put("page:5", &"five").dep(Dep::id("article", 5)).await?;
+    /// cache.put("home", &"home").dep(Dep::tag("homepage")).await?;
+    /// assert_eq!(Dep::kind("article").to_tag()?.as_str(), "a:article");
+    /// cache.invalidate([Dep::kind("article")]).await?;
+    /// assert_eq!(cache.get::<String>("page:5").await?, None);
+    /// assert!(cache.get::<String>("home").await?.is_some());
+    /// # Ok::<(), matroska_core::Error>(()) });
+    /// ```
+    pub fn kind(kind: impl Into<String>) -> Self {
+        Self(Repr::AllOfKind(kind.into()))
+    }
+
+    /// The entity kind this dependency is about, if any (none for [`Dep::tag`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use matroska_core::Dep;
+    ///
+    /// assert_eq!(Dep::id("article", 5).entity_kind(), Some("article"));
+    /// assert_eq!(Dep::tag("homepage").entity_kind(), None);
+    /// ```
+    pub fn entity_kind(&self) -> Option<&str> {
+        match &self.0 {
+            Repr::Id { kind, .. }
+            | Repr::Scope { kind, .. }
+            | Repr::AnyOfKind(kind)
+            | Repr::AllOfKind(kind) => Some(kind),
+            Repr::Tag(_) => None,
+        }
     }
 
     /// A scope condition; `fields` need not be sorted. Only [`Scopes`](crate::Scopes) makes these.
@@ -152,6 +202,11 @@ impl Dep {
                 out.push_str("k:");
                 push_escaped(&mut out, kind);
             }
+            Repr::AllOfKind(kind) => {
+                check_name("kind", kind)?;
+                out.push_str("a:");
+                push_escaped(&mut out, kind);
+            }
         }
         Ok(Tag::from_canonical(out))
     }
@@ -177,6 +232,7 @@ impl fmt::Debug for Dep {
                 .field("fields", fields)
                 .finish(),
             Repr::AnyOfKind(kind) => f.debug_tuple("AnyOfKind").field(kind).finish(),
+            Repr::AllOfKind(kind) => f.debug_tuple("AllOfKind").field(kind).finish(),
         }
     }
 }
@@ -210,6 +266,16 @@ pub(crate) fn tags_of<'a>(deps: impl IntoIterator<Item = &'a Dep>) -> Result<Vec
     tags.sort_unstable();
     tags.dedup();
     Ok(tags)
+}
+
+/// The tags an entry with these dependencies carries: theirs, plus [`Dep::kind`] of each kind
+/// they are about.
+pub(crate) fn entry_tags(deps: &[Dep]) -> Result<Vec<Tag>> {
+    let mut kinds: Vec<&str> = deps.iter().filter_map(Dep::entity_kind).collect();
+    kinds.sort_unstable();
+    kinds.dedup();
+    let all = kinds.into_iter().map(Dep::kind).collect::<Vec<_>>();
+    tags_of(deps.iter().chain(&all))
 }
 
 #[cfg(test)]
@@ -282,6 +348,7 @@ mod tests {
             Dep::any_of_kind("a"),
             Dep::scope("a", vec![]),
             Dep::scope("a", vec![("b".into(), Value::Null)]),
+            Dep::kind("a"),
         ];
         let tags: HashSet<String> = deps.iter().map(tag).collect();
         assert_eq!(tags.len(), deps.len(), "{tags:?}");
@@ -350,6 +417,7 @@ mod tests {
             }
             deps.push(Dep::tag(kind));
             deps.push(Dep::any_of_kind(kind));
+            deps.push(Dep::kind(kind));
             deps.push(Dep::scope(kind, vec![]));
         }
         let mut seen = std::collections::HashMap::new();

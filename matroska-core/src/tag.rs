@@ -7,11 +7,12 @@
 //! grammar:
 //!
 //! ```text
-//! tag    = id | free | scope | any
+//! tag    = id | free | scope | any | all
 //! id     = "i:" name ":" value                      Dep::id("article", 5)       i:article:5
 //! free   = "g:" name                                Dep::tag("homepage")        g:homepage
 //! scope  = "s:" name ":" [field *("&" field)]        category = news, published  s:article:category='news&published=true
 //! any    = "k:" name                                Scopes::any()               k:article
+//! all    = "a:" name                                Dep::kind("article")        a:article
 //! field  = name "=" value                           fields sorted by name (byte order)
 //! value  = "~"                                      NULL / None
 //!        | "true" | "false"
@@ -80,12 +81,11 @@ impl Tag {
         let bad = |reason: &str| Error::InvalidDep {
             reason: format!("{text:?} is not a tag: {reason}"),
         };
-        if !(text.starts_with("i:")
-            || text.starts_with("g:")
-            || text.starts_with("s:")
-            || text.starts_with("k:"))
+        if !["i:", "g:", "s:", "k:", "a:"]
+            .iter()
+            .any(|prefix| text.starts_with(prefix))
         {
-            return Err(bad("it must start with i:, g:, s: or k:"));
+            return Err(bad("it must start with i:, g:, s:, k: or a:"));
         }
         if text.len() <= 2 {
             return Err(bad("the name is empty"));
@@ -213,6 +213,7 @@ pub(crate) mod tests {
             }
             "g:" => Dep::tag(unescape(rest)),
             "k:" => Dep::any_of_kind(unescape(rest)),
+            "a:" => Dep::kind(unescape(rest)),
             "s:" => {
                 let (kind, fields) = rest.split_once(':').expect("scope has a kind");
                 let fields = if fields.is_empty() {

@@ -98,6 +98,7 @@ macro_rules! conformance {
                 unwatched_modification_keeps_other_lists_cached,
                 deleted_row_invalidates_its_scope,
                 undescribed_condition_in_lenient_mode_is_never_stale,
+                kind_invalidation_drops_everything_about_the_kind,
             ],
             expiry: [
                 expired_entry_is_never_served,

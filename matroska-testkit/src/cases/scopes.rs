@@ -173,3 +173,35 @@ pub async fn undescribed_condition_in_lenient_mode_is_never_stale<H: Harness>(h:
         "a list on an undescribed condition must not survive a write that could enter it"
     );
 }
+
+/// `Dep::kind` drops everything cached about a kind (ids, scopes, `any`), and nothing else: what
+/// a change feed does after a gap, when it cannot tell what changed.
+pub async fn kind_invalidation_drops_everything_about_the_kind<H: Harness>(h: &H) {
+    let cache = Cache::new(h.store().await);
+    let s = scopes();
+    let rows = vec![article(1, "news", true)];
+    cache_list(&cache, &s, "news", &rows).await;
+    cache
+        .put("page:1", &rows[0])
+        .dep(Dep::id("article", 1))
+        .await
+        .unwrap();
+    cache.put("count", &1).dep(s.any()).await.unwrap();
+    cache
+        .put("author:1", &"ann")
+        .dep(Dep::id("author", 1))
+        .await
+        .unwrap();
+    cache
+        .put("home", &"home")
+        .dep(Dep::tag("homepage"))
+        .await
+        .unwrap();
+    let removed = cache.invalidate([Dep::kind("article")]).await.unwrap();
+    assert_eq!(removed, 3);
+    assert!(!is_cached(&cache, "news").await);
+    assert_eq!(cache.get::<Article>("page:1").await.unwrap(), None);
+    assert_eq!(cache.get::<i32>("count").await.unwrap(), None);
+    assert!(cache.get::<String>("author:1").await.unwrap().is_some());
+    assert!(cache.get::<String>("home").await.unwrap().is_some());
+}
