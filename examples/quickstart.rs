@@ -3,7 +3,11 @@
 //! ```text
 //! cargo run --release --example quickstart                   # from the workspace root
 //! RUST_LOG=matroska_core=debug cargo run --release --example quickstart   # with the cache's logs
+//! cargo run --release --example quickstart -- --postgres postgres://postgres@localhost/postgres
 //! ```
+//!
+//! With `--postgres URL` the same scenario runs on a `PgStore` (schema `matroska_quickstart`,
+//! created by `migrate()` and emptied first).
 //!
 //! It needs no server: the cache runs on the in-memory [`MemoryStore`]. A small blog "database"
 //! (articles and authors, in memory) is read through a [`Cache`]:
@@ -353,5 +357,18 @@ async fn main() -> Result<(), Box<dyn Error>> {
             .try_init()
             .map_err(|err| err as Box<dyn Error>)?;
     }
-    run(Cache::new(MemoryStore::new())).await
+    let mut args = std::env::args().skip(1);
+    match (args.next().as_deref(), args.next()) {
+        (None, _) => run(Cache::new(MemoryStore::new())).await,
+        (Some("--postgres"), Some(url)) => {
+            let store = matroska_postgres::PgStore::builder(&url)
+                .schema("matroska_quickstart")
+                .build()?;
+            store.migrate().await?;
+            store.clear().await?;
+            println!("(on PostgreSQL: schema {})", store.schema());
+            run(Cache::new(store)).await
+        }
+        _ => Err("usage: quickstart [--postgres URL]".into()),
+    }
 }

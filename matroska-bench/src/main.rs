@@ -14,6 +14,7 @@
 
 mod harness;
 mod memory;
+mod postgres;
 mod report;
 
 use std::ffi::OsString;
@@ -31,13 +32,17 @@ pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;
 const USAGE: &str = "\
 Benchmarks of every Matroska store against its raw baseline.
 
-Usage: matroska-bench [--store STORE]... [--op OP]... [--rounds N] [--json]
+Usage: matroska-bench [--store STORE]... [--op OP]... [--rounds N] [--json] [--postgres-url URL]
 
 Options:
   --store STORE   a store to measure (repeatable; default: memory)
                     memory   MemoryStore vs a plain moka::sync::Cache
+                    postgres PgStore vs raw tokio-postgres (needs --postgres-url)
   --op OP         measure only this operation (repeatable; default: all), e.g. for profiling;
                     memory: get_hit get_miss put_3_tags invalidate_1000 invalidate_1000_reclaimed
+                    postgres: get_hit get_miss put_3_tags_ttl fill_3_tags_ttl invalidate_10
+  --postgres-url URL  the PostgreSQL server of --store postgres (a superuser or a role that may
+                    create schemas; the run creates and drops its own schemas)
   --rounds N      measured rounds per operation, medians are reported (default: 15)
   --json          print one JSON object per row on stdout (the table then goes to stderr)
   -h, --help      print this help
@@ -54,13 +59,16 @@ const WARMUP_ROUNDS: usize = 2;
 enum StoreKind {
     /// `MemoryStore` against moka.
     Memory,
+    /// `PgStore` against raw tokio-postgres.
+    Postgres,
 }
 
 impl StoreKind {
     fn parse(name: &str) -> Result<Self> {
         match name {
             "memory" => Ok(Self::Memory),
-            other => Err(format!("unknown store {other:?} (known: memory)").into()),
+            "postgres" => Ok(Self::Postgres),
+            other => Err(format!("unknown store {other:?} (known: memory, postgres)").into()),
         }
     }
 }
@@ -76,6 +84,8 @@ struct Options {
     rounds: usize,
     /// Operations to measure; empty means all.
     ops: Vec<String>,
+    /// The server of `--store postgres`.
+    postgres_url: Option<String>,
 }
 
 /// Parses the arguments (without the program name); `Ok(None)` means `--help`.
@@ -86,6 +96,7 @@ fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Option<Options
         json: false,
         rounds: DEFAULT_ROUNDS,
         ops: Vec::new(),
+        postgres_url: None,
     };
     while let Some(arg) = args.next() {
         let arg = arg
@@ -117,11 +128,12 @@ fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Option<Options
             }
             "--op" => {
                 let op = value()?;
-                if !memory::OPS.contains(&op.as_str()) {
+                if !memory::OPS.contains(&op.as_str()) && !postgres::OPS.contains(&op.as_str()) {
                     return Err(format!("unknown operation {op:?} (see --help)").into());
                 }
                 options.ops.push(op);
             }
+            "--postgres-url" => options.postgres_url = Some(value()?),
             "--rounds" => {
                 let text = value()?;
                 options.rounds = match text.parse() {
@@ -139,6 +151,9 @@ fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Option<Options
     if options.stores.is_empty() {
         options.stores.push(StoreKind::Memory);
     }
+    if options.stores.contains(&StoreKind::Postgres) && options.postgres_url.is_none() {
+        return Err("--store postgres needs --postgres-url URL".into());
+    }
     Ok(Some(options))
 }
 
@@ -150,12 +165,18 @@ fn run(options: &Options) -> Result<Vec<Row>> {
         rounds: options.rounds,
         only: &options.ops,
     };
-    let runtime = tokio::runtime::Builder::new_current_thread().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async {
         let mut rows = Vec::new();
         for store in &options.stores {
             match store {
                 StoreKind::Memory => rows.extend(memory::run(plan).await?),
+                StoreKind::Postgres => {
+                    let url = options.postgres_url.as_deref().unwrap_or_default();
+                    rows.extend(postgres::run(plan, url).await?);
+                }
             }
         }
         Ok(rows)

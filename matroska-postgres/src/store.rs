@@ -1,0 +1,693 @@
+//! [`PgStore`]: the [`Store`] implementation.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use deadpool::managed::Object;
+use matroska_core::store::{FillToken, KeyTtl, Lookup, PutOutcome, Store, check_ttl};
+use matroska_core::{Error, Key, Result, Tag};
+use tokio_postgres::Row;
+use tokio_postgres::types::{FromSql, ToSql, Type};
+
+use crate::cleanup::{CleanupReport, CleanupTask};
+use crate::config::{Persistence, PgStoreConfig};
+use crate::credentials::CredentialCache;
+use crate::error::{self, TOKEN_EXPIRED, is_connection_lost};
+use crate::migrate::{self, MigrationReport};
+use crate::pool::{Manager, Pool, PoolCounters, Pooled};
+use crate::schema::SchemaName;
+use crate::sql::Sql;
+use crate::token;
+
+/// The largest value the store accepts (PostgreSQL's `bytea` holds up to 1 GB).
+pub const MAX_VALUE_LEN: usize = 256 * 1024 * 1024;
+
+/// The longest time to live stored as such (about 1,000 years); longer ones are capped.
+const MAX_TTL_MS: i64 = 1000 * 365 * 24 * 3600 * 1000;
+
+/// How many rounds one `cleanup` or `clear` call runs at most before it returns (each round is
+/// one short statement of at most `batch_size` rows per step).
+const MAX_ROUNDS: u32 = 10_000;
+
+/// A dependency-tracking cache store inside PostgreSQL.
+///
+/// Entries, their tag index and the invalidation stamps live in tables of the store's own schema
+/// (its namespace), `UNLOGGED` by default. Every operation is one prepared statement (or one
+/// function call) and one round trip on a pooled connection in autocommit: reads never write.
+/// The protocol is the one of [`matroska_core::store`], with PostgreSQL snapshots in place of
+/// sequence numbers where it matters: an invalidation records its transaction, a fill token
+/// records the reader's snapshot, and a stamp written by a transaction the fill's snapshot does
+/// not see makes the fill stale. So the invalidation may run inside the writer's own transaction
+/// (see the `{schema}.invalidate(text[])` SQL function) and still no fill that overlapped it
+/// survives its commit.
+///
+/// Clones share the pool. See the crate documentation for setup, credentials and cleanup.
+///
+/// # Examples
+///
+/// ```no_run
+/// use matroska_core::{Cache, Dep};
+/// use matroska_postgres::PgStore;
+///
+/// # async fn demo() -> matroska_core::Result<()> {
+/// let store = PgStore::builder("postgres://postgres@localhost/postgres")
+///     .schema("app_cache")
+///     .build()?;
+/// store.migrate().await?;
+/// let _cleanup = store.spawn_cleanup(std::time::Duration::from_secs(60));
+///
+/// let cache = Cache::new(store);
+/// cache.put("article:5", &"Hello").dep(Dep::id("article", 5)).await?;
+/// assert_eq!(cache.get::<String>("article:5").await?.as_deref(), Some("Hello"));
+/// cache.invalidate([Dep::id("article", 5)]).await?;
+/// assert_eq!(cache.get::<String>("article:5").await?, None);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct PgStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: Pool,
+    schema: SchemaName,
+    sql: Sql,
+    persistence: Persistence,
+    fill_window: Duration,
+    batch_size: i32,
+    pool_wait_timeout: Duration,
+    operation_timeout: Duration,
+    credentials: Option<Arc<CredentialCache>>,
+}
+
+impl fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let inner = &self.inner;
+        f.debug_struct("PgStore")
+            .field("schema", &inner.schema)
+            .field("persistence", &inner.persistence)
+            .field("fill_window", &inner.fill_window)
+            .field("pool", &inner.pool.status())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A snapshot of the pool and credential counters.
+///
+/// # Examples
+///
+/// ```
+/// let store = matroska_postgres::PgStore::builder("postgres://localhost/db").pool_size(4).build()?;
+/// let status = store.status();
+/// assert_eq!((status.max_size, status.size), (4, 0));
+/// # Ok::<(), matroska_core::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PoolStatus {
+    /// The most connections the pool opens.
+    pub max_size: usize,
+    /// Connections open now.
+    pub size: usize,
+    /// Open connections not in use.
+    pub available: usize,
+    /// Operations waiting for a connection.
+    pub waiting: usize,
+    /// Connections opened since the store was built.
+    pub connections_opened: u64,
+    /// Calls of the credential provider.
+    pub credential_fetches: u64,
+    /// Credentials the server rejected.
+    pub auth_failures: u64,
+}
+
+/// A query failure before mapping: put tells a token that expired mid-put from other errors.
+enum Failure {
+    Db(tokio_postgres::Error),
+    Other(Error),
+}
+
+impl PgStore {
+    /// Starts configuring a store from a connection URL or key-value string; see
+    /// [`PgStoreConfig`] for every setting. A string that does not parse is reported by
+    /// [`PgStoreConfig::build`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let store = matroska_postgres::PgStore::builder("postgres://postgres@localhost/postgres")
+    ///     .schema("cache")
+    ///     .build()?;
+    /// # let _ = store;
+    /// # Ok::<(), matroska_core::Error>(())
+    /// ```
+    pub fn builder(url: &str) -> PgStoreConfig {
+        PgStoreConfig::from_url_deferred(url)
+    }
+
+    pub(crate) fn from_config(config: &PgStoreConfig, schema: SchemaName) -> Result<Self> {
+        let mut pg = config.pg.clone();
+        pg.application_name(&config.application_name);
+        // Every statement of the store is a key or index lookup whose best plan does not depend
+        // on the parameters: plan once per connection instead of re-planning each call.
+        let mut options = pg.get_options().unwrap_or_default().to_owned();
+        options.push_str(" -c plan_cache_mode=force_generic_plan");
+        if let Some(timeout) = config.statement_timeout {
+            options.push_str(" -c statement_timeout=");
+            options.push_str(&timeout.as_millis().to_string());
+        }
+        pg.options(options.trim_start());
+        pg.keepalives(true);
+        pg.keepalives_idle(Duration::from_secs(30));
+        let credentials = config.credentials.clone().map(|provider| {
+            Arc::new(CredentialCache::new(
+                provider,
+                config.credential_refresh_margin,
+                config.credential_timeout,
+            ))
+        });
+        let manager = Manager {
+            pg,
+            connector: Arc::clone(&config.connector),
+            credentials: credentials.clone(),
+            connect_timeout: config.connect_timeout,
+            auth_attempts: config.auth_attempts,
+            max_lifetime: config.max_connection_lifetime,
+            counters: PoolCounters::default(),
+        };
+        // Opening a connection may take a few tries (authentication failures, with backoff) and
+        // a credential fetch; bound the whole of it.
+        let attempts = config.auth_attempts.max(1);
+        let create_timeout = config.connect_timeout * attempts
+            + Duration::from_secs(2) * attempts
+            + config.credential_timeout;
+        let pool = Pool::builder(manager)
+            .max_size(config.pool_size)
+            .wait_timeout(Some(config.pool_wait_timeout))
+            .create_timeout(Some(create_timeout))
+            .recycle_timeout(Some(config.connect_timeout))
+            .runtime(deadpool::Runtime::Tokio1)
+            .build()
+            .map_err(|e| Error::Config(format!("could not build the connection pool: {e}")))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                pool,
+                sql: Sql::new(&schema),
+                schema,
+                persistence: config.persistence,
+                fill_window: config.fill_window,
+                batch_size: i32::try_from(config.batch_size).unwrap_or(i32::MAX),
+                pool_wait_timeout: config.pool_wait_timeout,
+                operation_timeout: config.operation_timeout,
+                credentials,
+            }),
+        })
+    }
+
+    /// The store's schema (namespace).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let store = matroska_postgres::PgStore::builder("postgres://localhost/db").schema("c").build()?;
+    /// assert_eq!(store.schema().as_str(), "c");
+    /// # Ok::<(), matroska_core::Error>(())
+    /// ```
+    pub fn schema(&self) -> &SchemaName {
+        &self.inner.schema
+    }
+
+    /// The fill window this handle was configured with (the schema records it at `migrate`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let store = matroska_postgres::PgStore::builder("postgres://localhost/db").build()?;
+    /// assert_eq!(store.fill_window(), matroska_core::store::DEFAULT_FILL_WINDOW);
+    /// # Ok::<(), matroska_core::Error>(())
+    /// ```
+    pub fn fill_window(&self) -> Duration {
+        self.inner.fill_window
+    }
+
+    /// The pool's state and counters.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let store = matroska_postgres::PgStore::builder("postgres://localhost/db").build()?;
+    /// assert_eq!(store.status().waiting, 0);
+    /// # Ok::<(), matroska_core::Error>(())
+    /// ```
+    pub fn status(&self) -> PoolStatus {
+        let inner = &self.inner;
+        let status = inner.pool.status();
+        let credentials = inner.credentials.as_deref();
+        let load = |f: fn(&CredentialCache) -> u64| credentials.map_or(0, f);
+        PoolStatus {
+            max_size: status.max_size,
+            size: status.size,
+            available: status.available,
+            waiting: status.waiting,
+            connections_opened: inner
+                .pool
+                .manager()
+                .counters
+                .connections_opened
+                .load(Ordering::Relaxed),
+            credential_fetches: load(|c| c.counters.fetches.load(Ordering::Relaxed)),
+            auth_failures: load(|c| c.counters.auth_failures.load(Ordering::Relaxed)),
+        }
+    }
+
+    /// Creates or upgrades the schema: applies the versioned SQL files of `migrations/` that it
+    /// has not applied yet, in one transaction, under an advisory lock (concurrent calls are
+    /// safe), and records the fill window. Idempotent.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] when the schema was created with another [`Persistence`]; the server's
+    /// error otherwise (for example a missing `CREATE` privilege).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> matroska_core::Result<()> {
+    /// let store = matroska_postgres::PgStore::builder("postgres://postgres@localhost/postgres").build()?;
+    /// let report = store.migrate().await?;
+    /// assert_eq!(store.migrate().await?.applied.len(), 0, "idempotent");
+    /// # let _ = report; Ok(()) }
+    /// ```
+    pub async fn migrate(&self) -> Result<MigrationReport> {
+        let inner = &self.inner;
+        let mut client = self.client("migrate").await?;
+        let client: &mut tokio_postgres::Client = &mut client;
+        migrate::migrate(client, &inner.schema, inner.persistence, inner.fill_window).await
+    }
+
+    /// Removes expired entries, entries left behind by [`clear`](Store::clear), and stamps that
+    /// are no longer needed: in rounds of short statements touching at most `batch_size` rows
+    /// each, until nothing is left (FastPgCache's `cleanup()`).
+    ///
+    /// Expired entries are never served whether or not this runs; it reclaims space, and keeps
+    /// the stamp table small. Run it periodically: [`spawn_cleanup`](Self::spawn_cleanup).
+    ///
+    /// # Errors
+    ///
+    /// The server's error.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(store: matroska_postgres::PgStore) -> matroska_core::Result<()> {
+    /// let report = store.cleanup().await?;
+    /// println!("removed {} expired entries", report.expired);
+    /// # Ok(()) }
+    /// ```
+    pub async fn cleanup(&self) -> Result<CleanupReport> {
+        let inner = &self.inner;
+        let mut report = CleanupReport::default();
+        while report.rounds < MAX_ROUNDS {
+            let rows = self
+                .query(
+                    "cleanup",
+                    &inner.sql.cleanup,
+                    &[Type::INT4],
+                    &[&inner.batch_size],
+                )
+                .await?;
+            let row = first(&rows, "cleanup")?;
+            report.expired += count(col::<i64>(row, 0, "cleanup")?);
+            report.cleared += count(col::<i64>(row, 1, "cleanup")?);
+            report.stamps_pruned += count(col::<i64>(row, 2, "cleanup")?);
+            report.rounds += 1;
+            if !col::<bool>(row, 3, "cleanup")? {
+                report.complete = true;
+                break;
+            }
+        }
+        tracing::debug!(?report, schema = %inner.schema, "matroska-postgres: cleanup");
+        Ok(report)
+    }
+
+    /// Runs [`cleanup`](Self::cleanup) every `every` in a background task, until the returned
+    /// handle is dropped or stopped. Failures are logged and retried at the next tick.
+    ///
+    /// # Panics
+    ///
+    /// When called outside a Tokio runtime.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(store: matroska_postgres::PgStore) {
+    /// let cleanup = store.spawn_cleanup(std::time::Duration::from_secs(30));
+    /// // ... serve requests ...
+    /// cleanup.stop();
+    /// # }
+    /// ```
+    pub fn spawn_cleanup(&self, every: Duration) -> CleanupTask {
+        CleanupTask::spawn(self.clone(), every)
+    }
+
+    /// Closes the pool: open connections are closed as they are returned, and later operations
+    /// fail.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let store = matroska_postgres::PgStore::builder("postgres://localhost/db").build()?;
+    /// store.close();
+    /// # Ok::<(), matroska_core::Error>(())
+    /// ```
+    pub fn close(&self) {
+        self.inner.pool.close();
+    }
+
+    async fn client(&self, what: &str) -> Result<Pooled> {
+        self.inner
+            .pool
+            .get()
+            .await
+            .map_err(|e| error::pool(e, what, self.inner.pool_wait_timeout))
+    }
+
+    /// Runs one prepared statement; on a lost connection (server restart, terminated backend)
+    /// once more on another connection. Every operation of the store may safely run twice.
+    async fn query_raw(
+        &self,
+        what: &'static str,
+        sql: &str,
+        types: &[Type],
+        params: &[&(dyn ToSql + Sync)],
+    ) -> std::result::Result<Vec<Row>, Failure> {
+        let timeout = self.inner.operation_timeout;
+        let mut retried = false;
+        loop {
+            let client = self.client(what).await.map_err(Failure::Other)?;
+            let attempt = async {
+                let statement = client.prepare_typed_cached(sql, types).await?;
+                client.query(&statement, params).await
+            };
+            match tokio::time::timeout(timeout, attempt).await {
+                Ok(Ok(rows)) => return Ok(rows),
+                Ok(Err(error)) if is_connection_lost(&error) => {
+                    // Never hand a dead connection back to the pool.
+                    drop(Object::take(client));
+                    if retried {
+                        return Err(Failure::Db(error));
+                    }
+                    tracing::warn!(%error, operation = what, "matroska-postgres: connection lost; retrying once");
+                    retried = true;
+                }
+                Ok(Err(error)) => return Err(Failure::Db(error)),
+                Err(_) => {
+                    drop(Object::take(client));
+                    return Err(Failure::Other(Error::Timeout {
+                        operation: what,
+                        after: timeout,
+                    }));
+                }
+            }
+        }
+    }
+
+    async fn query(
+        &self,
+        what: &'static str,
+        sql: &str,
+        types: &[Type],
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>> {
+        self.query_raw(what, sql, types, params)
+            .await
+            .map_err(|failure| match failure {
+                Failure::Db(error) => error::pg(error, what),
+                Failure::Other(error) => error,
+            })
+    }
+
+    /// The reclaim rounds after the first batch of an invalidation.
+    async fn reclaim_rest(
+        &self,
+        tags: &[&str],
+        xid: &str,
+        mut cursor: (Option<i32>, Option<String>),
+    ) -> Result<u64> {
+        let inner = &self.inner;
+        let mut removed = 0;
+        while let (Some(pos), after) = &cursor {
+            let rows = self
+                .query(
+                    "invalidate (reclaim)",
+                    &inner.sql.reclaim,
+                    &[
+                        Type::TEXT_ARRAY,
+                        Type::TEXT,
+                        Type::INT4,
+                        Type::TEXT,
+                        Type::INT4,
+                    ],
+                    &[&tags, &xid, pos, after, &inner.batch_size],
+                )
+                .await?;
+            let row = first(&rows, "reclaim")?;
+            removed += count(col::<i64>(row, 0, "reclaim")?);
+            cursor = (col(row, 1, "reclaim")?, col(row, 2, "reclaim")?);
+        }
+        Ok(removed)
+    }
+}
+
+fn first<'r>(rows: &'r [Row], what: &str) -> Result<&'r Row> {
+    rows.first().ok_or_else(|| Error::Backend {
+        store: error::STORE,
+        message: format!("{what}: the server returned no row"),
+        transient: false,
+        source: None,
+    })
+}
+
+fn col<'r, T: FromSql<'r>>(row: &'r Row, index: usize, what: &str) -> Result<T> {
+    row.try_get(index).map_err(|e| error::pg(e, what))
+}
+
+fn count(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+/// The distinct tags, as text.
+fn tag_texts(tags: &[Tag]) -> Vec<&str> {
+    let mut texts: Vec<&str> = tags.iter().map(Tag::as_str).collect();
+    texts.sort_unstable();
+    texts.dedup();
+    texts
+}
+
+#[async_trait]
+impl Store for PgStore {
+    fn name(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn get(&self, key: &Key) -> Result<Lookup> {
+        let rows = self
+            .query("get", &self.inner.sql.get, &[Type::TEXT], &[&key.as_str()])
+            .await?;
+        // No row: the state row is missing (crash recovery emptied the unlogged tables). A token
+        // without a snapshot is refused by put, which recreates the state.
+        let Some(row) = rows.first() else {
+            return Ok(Lookup::Miss(FillToken::new(0, 0)));
+        };
+        if let Some(value) = col::<Option<&[u8]>>(row, 0, "get")? {
+            return Ok(Lookup::Hit(Bytes::copy_from_slice(value)));
+        }
+        let epoch: Option<i64> = col(row, 1, "get")?;
+        let gen_: Option<i64> = col(row, 2, "get")?;
+        let seq: Option<i64> = col(row, 3, "get")?;
+        let snapshot: Option<String> = col(row, 4, "get")?;
+        let now_ms: Option<i64> = col(row, 5, "get")?;
+        let token = FillToken::new(count(seq.unwrap_or(0)), count(now_ms.unwrap_or(0)));
+        Ok(Lookup::Miss(match (epoch, gen_, snapshot) {
+            (Some(epoch), Some(gen_), Some(snapshot)) => {
+                token.with_snapshot(token::encode(epoch, gen_, &snapshot))
+            }
+            _ => token,
+        }))
+    }
+
+    async fn put(
+        &self,
+        key: &Key,
+        value: Bytes,
+        tags: &[Tag],
+        ttl: Option<Duration>,
+        token: Option<&FillToken>,
+    ) -> Result<PutOutcome> {
+        check_ttl(ttl)?;
+        if value.len() > MAX_VALUE_LEN {
+            return Err(Error::ValueTooLarge {
+                size: value.len(),
+                limit: MAX_VALUE_LEN,
+            });
+        }
+        let tags = tag_texts(tags);
+        let ttl_ms: Option<i64> = ttl
+            .map(|ttl| i64::try_from(ttl.as_millis()).map_or(MAX_TTL_MS, |ms| ms.min(MAX_TTL_MS)));
+        let (seq, issued_ms, epoch, gen_, snapshot) = match token {
+            None => (None, None, None, None, None),
+            Some(token) => {
+                let Some(pg) = token::decode(token) else {
+                    tracing::debug!(key = %key, "matroska-postgres: fill token from another store or epoch; not stored");
+                    return Ok(PutOutcome::Stale);
+                };
+                (
+                    Some(i64::try_from(token.seq()).unwrap_or(i64::MAX)),
+                    Some(i64::try_from(token.issued_at_ms()).unwrap_or(i64::MAX)),
+                    Some(pg.epoch),
+                    Some(pg.gen_),
+                    Some(pg.snapshot),
+                )
+            }
+        };
+        let value: &[u8] = &value;
+        let result = self
+            .query_raw(
+                "put",
+                &self.inner.sql.put,
+                &[
+                    Type::TEXT,
+                    Type::BYTEA,
+                    Type::TEXT_ARRAY,
+                    Type::INT8,
+                    Type::INT8,
+                    Type::INT8,
+                    Type::INT8,
+                    Type::INT8,
+                    Type::TEXT,
+                ],
+                &[
+                    &key.as_str(),
+                    &value,
+                    &tags,
+                    &ttl_ms,
+                    &seq,
+                    &issued_ms,
+                    &epoch,
+                    &gen_,
+                    &snapshot,
+                ],
+            )
+            .await;
+        match result {
+            Ok(rows) => Ok(if col::<bool>(first(&rows, "put")?, 0, "put")? {
+                PutOutcome::Stored
+            } else {
+                PutOutcome::Stale
+            }),
+            Err(Failure::Db(error)) if error.code().is_some_and(|c| c.code() == TOKEN_EXPIRED) => {
+                Ok(PutOutcome::Stale)
+            }
+            Err(Failure::Db(error)) => Err(error::pg(error, "put")),
+            Err(Failure::Other(error)) => Err(error),
+        }
+    }
+
+    async fn delete(&self, key: &Key) -> Result<bool> {
+        let rows = self
+            .query(
+                "delete",
+                &self.inner.sql.delete,
+                &[Type::TEXT],
+                &[&key.as_str()],
+            )
+            .await?;
+        col(first(&rows, "delete")?, 0, "delete")
+    }
+
+    async fn invalidate(&self, tags: &[Tag]) -> Result<u64> {
+        let inner = &self.inner;
+        let tags = tag_texts(tags);
+        if tags.is_empty() {
+            return Ok(0);
+        }
+        let rows = self
+            .query(
+                "invalidate",
+                &inner.sql.invalidate,
+                &[Type::TEXT_ARRAY, Type::INT4],
+                &[&tags, &inner.batch_size],
+            )
+            .await?;
+        let row = first(&rows, "invalidate")?;
+        let xid: String = col(row, 0, "invalidate")?;
+        let mut removed = count(col::<i64>(row, 1, "invalidate")?);
+        let cursor = (col(row, 2, "invalidate")?, col(row, 3, "invalidate")?);
+        // The invalidation is in effect (the stamps are committed); what follows only reclaims
+        // the remaining dependents, in short statements. Should it fail, cleanup finishes it.
+        match self.reclaim_rest(&tags, &xid, cursor).await {
+            Ok(more) => removed += more,
+            Err(error) => tracing::warn!(
+                %error,
+                "matroska-postgres: invalidation done, but reclaiming its dependents failed; \
+                 cleanup() will finish it"
+            ),
+        }
+        tracing::debug!(tags = tags.len(), removed, "matroska-postgres: invalidated");
+        Ok(removed)
+    }
+
+    async fn ttl(&self, key: &Key) -> Result<KeyTtl> {
+        let rows = self
+            .query("ttl", &self.inner.sql.ttl, &[Type::TEXT], &[&key.as_str()])
+            .await?;
+        let Some(row) = rows.first() else {
+            return Ok(KeyTtl::Missing);
+        };
+        let ms: i64 = col(row, 0, "ttl")?;
+        Ok(match u64::try_from(ms) {
+            Ok(ms) => KeyTtl::Expires(Duration::from_millis(ms)),
+            Err(_) => KeyTtl::Persistent,
+        })
+    }
+
+    async fn clear(&self) -> Result<()> {
+        let inner = &self.inner;
+        self.query("clear", &inner.sql.clear, &[], &[]).await?;
+        // The clear is in effect; sweep the old generation now, in short statements.
+        for _ in 0..MAX_ROUNDS {
+            let rows = self
+                .query(
+                    "clear (reclaim)",
+                    &inner.sql.reclaim_cleared,
+                    &[Type::INT4],
+                    &[&inner.batch_size],
+                )
+                .await?;
+            if col::<bool>(first(&rows, "clear")?, 1, "clear")? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    async fn exists(&self, key: &Key) -> Result<bool> {
+        let rows = self
+            .query(
+                "exists",
+                &self.inner.sql.exists,
+                &[Type::TEXT],
+                &[&key.as_str()],
+            )
+            .await?;
+        Ok(!rows.is_empty())
+    }
+
+    fn max_value_len(&self) -> usize {
+        MAX_VALUE_LEN
+    }
+}

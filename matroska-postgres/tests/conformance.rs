@@ -1,0 +1,70 @@
+//! The `matroska-testkit` conformance suite on PostgreSQL: every case on a schema of its own.
+//!
+//! Needs `MATROSKA_TEST_POSTGRES_URL` (run `./scripts/test`, which starts a private server).
+
+#![allow(clippy::expect_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use matroska_core::Tag;
+use matroska_postgres::PgStore;
+use matroska_testkit::Harness;
+use support::{FILL_WINDOW, Schemas, URL_VAR};
+
+struct PgHarness {
+    schemas: Schemas,
+}
+
+impl PgHarness {
+    async fn create() -> Option<Self> {
+        let url = matroska_testkit::server_url(URL_VAR)?;
+        Some(Self {
+            schemas: Schemas::new(&url).await,
+        })
+    }
+}
+
+impl Harness for PgHarness {
+    type Store = PgStore;
+
+    async fn store(&self) -> PgStore {
+        self.schemas.store("matroska_test").await
+    }
+
+    async fn reopen(&self, store: &PgStore) -> PgStore {
+        self.schemas.reopen(store)
+    }
+
+    async fn advance(&self, _: &PgStore, by: Duration) {
+        // The server's clock decides expiry and token age: real time must pass.
+        tokio::time::sleep(by).await;
+    }
+
+    async fn lose_index(&self, store: &PgStore, tag: &Tag) {
+        let sql = format!(
+            "DELETE FROM {}.tags WHERE tag = $1",
+            store.schema().quoted()
+        );
+        self.schemas
+            .admin()
+            .execute(&sql, &[&tag.as_str()])
+            .await
+            .expect("delete the tag's index rows");
+    }
+
+    async fn cleanup(&self) {
+        self.schemas.drop_all().await;
+    }
+
+    fn fill_window(&self) -> Duration {
+        FILL_WINDOW
+    }
+
+    fn fan_out(&self) -> usize {
+        20_000
+    }
+}
+
+matroska_testkit::conformance!(PgHarness::create());
