@@ -1,0 +1,9 @@
+use matroska_diesel::CacheModel;
+
+#[derive(CacheModel)]
+pub enum Post {
+    Draft,
+    Live,
+}
+
+fn main() {}
