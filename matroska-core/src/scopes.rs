@@ -58,6 +58,8 @@ pub struct Scopes<T> {
 struct FieldSet<T> {
     /// Field names in declaration order (the extractor's order).
     names: Vec<String>,
+    /// The fields whose modification makes a write relevant to this field set.
+    watch: Vec<String>,
     /// The same names, sorted: the identity of the field set.
     sorted: Vec<String>,
     extract: Extractor<T>,
@@ -140,8 +142,43 @@ impl<T> Scopes<T> {
     /// ```
     #[must_use]
     pub fn describe<const N: usize, V: IntoValues<N>>(
+        self,
+        names: [&str; N],
+        extract: impl Fn(&T) -> V + Send + Sync + 'static,
+    ) -> Self {
+        self.describe_watching(names, &names, extract)
+    }
+
+    /// [`describe`](Scopes::describe), for lists that also depend on fields they are not
+    /// filtered by: a write that modifies any of `watch` touches this field set's scopes. Use it
+    /// for lists ordered or paged by another column (the first page of news by date changes when
+    /// a news article's date changes, though its filter does not).
+    ///
+    /// # Panics
+    ///
+    /// As [`describe`](Scopes::describe).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use matroska_core::Scopes;
+    ///
+    /// #[derive(Clone)]
+    /// struct Article { category: String, published_at: i64 }
+    ///
+    /// let scopes = Scopes::new("article")
+    ///     .describe_watching(["category"], &["category", "published_at"], |a: &Article| a.category.clone());
+    /// let first_page = scopes.condition([("category", "news".into())])?;
+    /// let old = Article { category: "news".into(), published_at: 1 };
+    /// let new = Article { published_at: 2, ..old.clone() };
+    /// assert!(scopes.invalidate_for(Some(&old), Some(&new), Some(&["published_at"])).contains(&first_page));
+    /// # Ok::<(), matroska_core::Error>(())
+    /// ```
+    #[must_use]
+    pub fn describe_watching<const N: usize, V: IntoValues<N>>(
         mut self,
         names: [&str; N],
+        watch: &[&str],
         extract: impl Fn(&T) -> V + Send + Sync + 'static,
     ) -> Self {
         let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
@@ -157,8 +194,13 @@ impl<T> Scopes<T> {
             "Scopes::describe: the field set {sorted:?} of {:?} is described twice",
             self.kind
         );
+        let mut watch: Vec<String> = watch.iter().map(|w| (*w).to_owned()).collect();
+        watch.extend(names.iter().cloned());
+        watch.sort();
+        watch.dedup();
         self.sets.push(FieldSet {
             names,
+            watch,
             sorted,
             extract: Box::new(move |row| extract(row).into_values().to_vec()),
         });
@@ -273,8 +315,9 @@ impl<T> Scopes<T> {
     }
 
     /// The dependencies a write touches: the scopes of the old row (it may have left them) and of
-    /// the new row (it may have entered them), for the field sets that intersect `modified`
-    /// (all of them when `modified` is `None`, or for an insert or delete), the ids of both rows
+    /// the new row (it may have entered them), for the field sets whose fields (or watched fields,
+    /// see [`describe_watching`](Scopes::describe_watching)) intersect `modified` (all of them
+    /// when `modified` is `None`, or for an insert or delete), the ids of both rows
     /// (when [`id`](Scopes::id) was declared), and [`any`](Scopes::any).
     ///
     /// Insert: `old` is `None`; delete: `new` is `None`. The result has no duplicates.
@@ -319,7 +362,7 @@ impl<T> Scopes<T> {
             None
         };
         for set in &self.sets {
-            let relevant = modified.is_none_or(|m| set.names.iter().any(|n| m.contains(&&**n)));
+            let relevant = modified.is_none_or(|m| set.watch.iter().any(|n| m.contains(&&**n)));
             if !relevant {
                 continue;
             }

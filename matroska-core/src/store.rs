@@ -327,8 +327,9 @@ pub trait Store: fmt::Debug + Send + Sync + 'static {
     async fn delete(&self, key: &Key) -> Result<bool>;
 
     /// Invalidates tags: every entry carrying one of them is removed, and every fill whose token
-    /// predates this call is rejected. Returns how many entries carried the tags (it may count
-    /// entries that had already expired).
+    /// predates this call is rejected. Returns how many distinct entries carried the tags (an
+    /// entry carrying several of them counts once; the count may include entries that had just
+    /// expired or been replaced).
     ///
     /// Contract:
     /// - once this returns, no [`Store::get`] returns an entry that was stored before the call and

@@ -99,4 +99,19 @@ impl<T> Loaded<T> {
     pub fn value(&self) -> &T {
         &self.value
     }
+
+    /// The value, its dependencies and its time to live: to use a loader's result without the
+    /// cache (a read inside a transaction that has written, say).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use matroska_core::{Dep, Loaded};
+    ///
+    /// let (value, deps, ttl) = Loaded::new(5).dep(Dep::id("a", 1)).into_parts();
+    /// assert_eq!((value, deps.len(), ttl), (5, 1, None));
+    /// ```
+    pub fn into_parts(self) -> (T, Vec<Dep>, Option<Duration>) {
+        (self.value, self.deps, self.ttl)
+    }
 }

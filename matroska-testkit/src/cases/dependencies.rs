@@ -70,7 +70,7 @@ pub async fn any_of_several_tags_invalidates<H: Harness>(h: &H) {
     }
 }
 
-/// One call can invalidate several tags; each dependent is counted once per tag it carries.
+/// One call can invalidate several tags.
 pub async fn several_tags_in_one_call<H: Harness>(h: &H) {
     let store = h.store().await;
     let (a, b, c) = (
