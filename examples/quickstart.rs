@@ -4,10 +4,12 @@
 //! cargo run --release --example quickstart                   # from the workspace root
 //! RUST_LOG=matroska_core=debug cargo run --release --example quickstart   # with the cache's logs
 //! cargo run --release --example quickstart -- --postgres postgres://postgres@localhost/postgres
+//! cargo run --release --example quickstart -- --redis redis://127.0.0.1:6379
 //! ```
 //!
 //! With `--postgres URL` the same scenario runs on a `PgStore` (schema `matroska_quickstart`,
-//! created by `migrate()` and emptied first).
+//! created by `migrate()` and emptied first); with `--redis URL` on a `RedisStore` (key prefix
+//! `matroska-quickstart`, emptied first).
 //!
 //! It needs no server: the cache runs on the in-memory [`MemoryStore`]. A small blog "database"
 //! (articles and authors, in memory) is read through a [`Cache`]:
@@ -369,6 +371,15 @@ async fn main() -> Result<(), Box<dyn Error>> {
             println!("(on PostgreSQL: schema {})", store.schema());
             run(Cache::new(store)).await
         }
-        _ => Err("usage: quickstart [--postgres URL]".into()),
+        (Some("--redis"), Some(url)) => {
+            let store = matroska_redis::RedisStore::builder(url.as_str())
+                .prefix("matroska-quickstart")
+                .build()
+                .await?;
+            store.clear().await?;
+            println!("(on Redis: key prefix {{{}}}:)", store.layout().prefix());
+            run(Cache::new(store)).await
+        }
+        _ => Err("usage: quickstart [--postgres URL | --redis URL]".into()),
     }
 }

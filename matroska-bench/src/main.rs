@@ -15,6 +15,7 @@
 mod harness;
 mod memory;
 mod postgres;
+mod redis;
 mod report;
 
 use std::ffi::OsString;
@@ -33,16 +34,21 @@ const USAGE: &str = "\
 Benchmarks of every Matroska store against its raw baseline.
 
 Usage: matroska-bench [--store STORE]... [--op OP]... [--rounds N] [--json] [--postgres-url URL]
+                      [--redis-url URL]
 
 Options:
   --store STORE   a store to measure (repeatable; default: memory)
                     memory   MemoryStore vs a plain moka::sync::Cache
                     postgres PgStore vs raw tokio-postgres (needs --postgres-url)
+                    redis    RedisStore vs raw commands on its connection (needs --redis-url)
   --op OP         measure only this operation (repeatable; default: all), e.g. for profiling;
                     memory: get_hit get_miss put_3_tags invalidate_1000 invalidate_1000_reclaimed
                     postgres: get_hit get_miss put_3_tags_ttl fill_3_tags_ttl invalidate_10
+                    redis: get_hit get_miss put_3_tags_ttl fill_3_tags_ttl invalidate_10 get_hit_64
   --postgres-url URL  the PostgreSQL server of --store postgres (a superuser or a role that may
                     create schemas; the run creates and drops its own schemas)
+  --redis-url URL the Redis server of --store redis (the run uses its own key prefixes and
+                    removes its keys afterwards)
   --rounds N      measured rounds per operation, medians are reported (default: 15)
   --json          print one JSON object per row on stdout (the table then goes to stderr)
   -h, --help      print this help
@@ -61,6 +67,8 @@ enum StoreKind {
     Memory,
     /// `PgStore` against raw tokio-postgres.
     Postgres,
+    /// `RedisStore` against raw commands.
+    Redis,
 }
 
 impl StoreKind {
@@ -68,7 +76,10 @@ impl StoreKind {
         match name {
             "memory" => Ok(Self::Memory),
             "postgres" => Ok(Self::Postgres),
-            other => Err(format!("unknown store {other:?} (known: memory, postgres)").into()),
+            "redis" => Ok(Self::Redis),
+            other => {
+                Err(format!("unknown store {other:?} (known: memory, postgres, redis)").into())
+            }
         }
     }
 }
@@ -86,6 +97,8 @@ struct Options {
     ops: Vec<String>,
     /// The server of `--store postgres`.
     postgres_url: Option<String>,
+    /// The server of `--store redis`.
+    redis_url: Option<String>,
 }
 
 /// Parses the arguments (without the program name); `Ok(None)` means `--help`.
@@ -97,6 +110,7 @@ fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Option<Options
         rounds: DEFAULT_ROUNDS,
         ops: Vec::new(),
         postgres_url: None,
+        redis_url: None,
     };
     while let Some(arg) = args.next() {
         let arg = arg
@@ -128,12 +142,16 @@ fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Option<Options
             }
             "--op" => {
                 let op = value()?;
-                if !memory::OPS.contains(&op.as_str()) && !postgres::OPS.contains(&op.as_str()) {
+                if ![memory::OPS, postgres::OPS, redis::OPS]
+                    .iter()
+                    .any(|ops| ops.contains(&op.as_str()))
+                {
                     return Err(format!("unknown operation {op:?} (see --help)").into());
                 }
                 options.ops.push(op);
             }
             "--postgres-url" => options.postgres_url = Some(value()?),
+            "--redis-url" => options.redis_url = Some(value()?),
             "--rounds" => {
                 let text = value()?;
                 options.rounds = match text.parse() {
@@ -153,6 +171,9 @@ fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Option<Options
     }
     if options.stores.contains(&StoreKind::Postgres) && options.postgres_url.is_none() {
         return Err("--store postgres needs --postgres-url URL".into());
+    }
+    if options.stores.contains(&StoreKind::Redis) && options.redis_url.is_none() {
+        return Err("--store redis needs --redis-url URL".into());
     }
     Ok(Some(options))
 }
@@ -176,6 +197,10 @@ fn run(options: &Options) -> Result<Vec<Row>> {
                 StoreKind::Postgres => {
                     let url = options.postgres_url.as_deref().unwrap_or_default();
                     rows.extend(postgres::run(plan, url).await?);
+                }
+                StoreKind::Redis => {
+                    let url = options.redis_url.as_deref().unwrap_or_default();
+                    rows.extend(redis::run(plan, url).await?);
                 }
             }
         }
