@@ -340,6 +340,7 @@ impl RedisStore {
         self.inner
             .clock
             .observe(secs * 1000 + micros / 1000, Instant::now());
+        warn_if_metadata_can_be_evicted(&mut conn).await;
         Ok(())
     }
 
@@ -718,6 +719,39 @@ impl fmt::Debug for RedisStore {
             .field("prefix", &self.inner.layout.prefix())
             .field("fill_window", &self.inner.config.fill_window)
             .finish_non_exhaustive()
+    }
+}
+
+/// Logs a warning when the server may evict keys other than entries (`maxmemory` set with a
+/// policy other than `noeviction`): losing both a tag's index and its stamp before the tag is
+/// invalidated could then serve an entry carrying it until the entry expires. Servers that refuse
+/// `CONFIG GET` (managed services) are not checked.
+async fn warn_if_metadata_can_be_evicted(conn: &mut redis::aio::ConnectionManager) {
+    let reply: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("maxmemory*")
+        .query_async(conn)
+        .await;
+    let Ok(pairs) = reply else {
+        return;
+    };
+    let value = |name: &str| {
+        pairs
+            .chunks(2)
+            .find(|pair| pair.first().is_some_and(|n| n == name))
+            .and_then(|pair| pair.get(1).cloned())
+    };
+    let maxmemory = value("maxmemory").unwrap_or_default();
+    let policy = value("maxmemory-policy").unwrap_or_default();
+    if maxmemory != "0" && !maxmemory.is_empty() && policy != "noeviction" {
+        tracing::warn!(
+            %policy,
+            %maxmemory,
+            "Redis may evict matroska's indexes and stamps; an evicted index alone only causes \
+             misses, but losing a tag's index and its stamp before the tag is invalidated can \
+             serve an entry until it expires: prefer maxmemory-policy noeviction (see the \
+             matroska-redis README)"
+        );
     }
 }
 
