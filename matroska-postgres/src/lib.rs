@@ -47,6 +47,7 @@ pub mod cleanup;
 pub mod config;
 pub mod credentials;
 mod error;
+pub mod listener;
 pub mod migrate;
 mod pool;
 pub mod schema;
@@ -59,6 +60,7 @@ pub use crate::config::{DEFAULT_SCHEMA, Persistence, PgStoreConfig};
 pub use crate::credentials::{
     Credential, CredentialProvider, FnCredentialProvider, Secret, credential_fn,
 };
+pub use crate::listener::{Listener, ListenerConfig};
 pub use crate::migrate::MigrationReport;
 pub use crate::schema::SchemaName;
 pub use crate::store::{MAX_VALUE_LEN, PgStore, PoolStatus};
