@@ -113,6 +113,36 @@ impl Tag {
         &self.0
     }
 
+    /// The tag of [`Dep::kind`](crate::Dep::kind) for the entity kind this tag is about (the
+    /// `a:<kind>` that the [`Cache`](crate::Cache) attaches to entries carrying this tag), or
+    /// `None` for a free tag ([`Dep::tag`](crate::Dep::tag)) and for a hashed tag whose readable
+    /// prefix cut the kind short.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use matroska_core::{Dep, Tag};
+    ///
+    /// let id = Dep::id("article", 5).to_tag()?;
+    /// assert_eq!(id.kind_tag(), Some(Dep::kind("article").to_tag()?));
+    /// assert_eq!(Dep::tag("homepage").to_tag()?.kind_tag(), None);
+    /// # Ok::<(), matroska_core::Error>(())
+    /// ```
+    pub fn kind_tag(&self) -> Option<Self> {
+        let text = self.as_str();
+        let kind = match (text.get(..2)?, text.get(2..)?) {
+            ("i:" | "s:", rest) => rest.split_once(':')?.0,
+            ("k:" | "a:", rest) => rest,
+            _ => return None,
+        };
+        // `#` is always escaped inside names: here it means hashing cut the kind short.
+        if kind.is_empty() || kind.contains('#') {
+            return None;
+        }
+        // The kind is already escaped: the a: tag is built from it as is.
+        Some(Self::from_canonical(format!("a:{kind}")))
+    }
+
     /// Finishes a canonical string: hashes it when it is too long.
     pub(crate) fn from_canonical(canonical: String) -> Self {
         if canonical.len() <= Self::HASH_THRESHOLD {
@@ -318,6 +348,23 @@ pub(crate) mod tests {
         let name = "n".repeat(Tag::HASH_THRESHOLD - 2);
         let at = Dep::tag(name.clone()).to_tag().unwrap();
         assert_eq!(at.as_str(), format!("g:{name}"));
+    }
+
+    #[test]
+    fn kind_tags_of_every_kind_of_tag() {
+        let all = |k: &str| Dep::kind(k).to_tag().unwrap();
+        let scope = Dep::scope("article", vec![("category".into(), "news".into())]);
+        for (dep, kind) in [
+            (Dep::id("article", 5), Some(all("article"))),
+            (scope, Some(all("article"))),
+            (Dep::any_of_kind("order:line"), Some(all("order:line"))),
+            (Dep::kind("author"), Some(all("author"))),
+            (Dep::id("article", "x".repeat(500)), Some(all("article"))),
+            (Dep::tag("homepage"), None),
+            (Dep::kind("k".repeat(300)), None),
+        ] {
+            assert_eq!(dep.to_tag().unwrap().kind_tag(), kind, "{dep:?}");
+        }
     }
 
     #[test]

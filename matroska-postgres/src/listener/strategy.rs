@@ -220,17 +220,7 @@ impl Pending {
 /// `i:`, `s:`, `k:` and `a:` tags do, free `g:` tags do not. A hashed tag whose readable prefix
 /// cuts its kind short has none.
 pub(crate) fn kind_tag_of(tag: &Tag) -> Option<Tag> {
-    let text = tag.as_str();
-    let kind = match (text.get(..2)?, text.get(2..)?) {
-        ("i:" | "s:", rest) => rest.split_once(':')?.0,
-        ("k:" | "a:", rest) => rest,
-        _ => return None,
-    };
-    // `#` is always escaped inside names: here it means hashing cut the kind short.
-    if kind.is_empty() || kind.contains('#') {
-        return None;
-    }
-    Tag::parse(&format!("a:{kind}")).ok()
+    tag.kind_tag()
 }
 
 #[cfg(test)]
