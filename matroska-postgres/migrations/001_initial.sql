@@ -12,8 +12,21 @@
 --   * a stamp written by a transaction that is NOT visible in a fill's snapshot is newer than the
 --     fill: `put` rejects the token, and `get` treats an entry whose stored fill snapshot does not
 --     see a stamp of one of its tags as a miss. Sequences are not transactional; snapshots are.
+--   * clear() stamps the reserved tag '*' (no canonical tag can be '*'), which every entry
+--     carries (first in entries.tags): one mechanism for invalidations and clears;
 --   * `epoch` (always UNLOGGED) is emptied by crash recovery and is absent on a promoted standby:
---     a new random epoch then rejects every token issued before; `state.gen` changes on clear().
+--     a new random epoch then rejects every token issued before.
+--
+-- The reverse index (tag -> keys) is the table `tags`, maintained lazily: a put adds the rows it
+-- lacks (usually none: a re-put or a refill finds its rows in place), an invalidation removes
+-- entries but not their index rows (the next fill of the key reuses them), and cleanup removes
+-- the rows left over (strays). entries.tags is authoritative; a stray row never removes an
+-- entry that does not carry its tag, and a missing row only delays reclaiming an entry, which
+-- its stamps keep from being served.
+--
+-- The statements of the hot paths (get, put, invalidate) are plain SQL sent by the store as
+-- prepared statements (see src/sql.rs); the functions below are the SQL-callable API
+-- (invalidate(text[]) for change-capture triggers) and the cold paths.
 
 CREATE TABLE {{schema}}.meta (
     id             boolean PRIMARY KEY DEFAULT true CHECK (id),
@@ -22,73 +35,69 @@ CREATE TABLE {{schema}}.meta (
     created_at     timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 
-CREATE {{persistence}} TABLE {{schema}}.state (
-    id          boolean PRIMARY KEY DEFAULT true CHECK (id),
-    -- Entries of another generation are dead (clear() moves to a new one).
-    gen         bigint NOT NULL,
-    -- Cursor of the bounded sweep of entries left behind by clear(); NULL when there is none.
-    reclaim_key text
-);
-
 CREATE UNLOGGED TABLE {{schema}}.epoch (
     id             boolean PRIMARY KEY DEFAULT true CHECK (id),
     epoch          bigint NOT NULL,
+    -- A copy of meta.fill_window_ms, read with the epoch by misses and fills.
     fill_window_ms bigint NOT NULL,
-    created_at     timestamptz NOT NULL DEFAULT clock_timestamp()
+    created_at     timestamptz NOT NULL DEFAULT clock_timestamp(),
+    -- Where cleanup's sweep of stray index rows goes on, in (tag, key) order.
+    stray_tag      text COLLATE "C" NOT NULL DEFAULT '',
+    stray_key      text COLLATE "C" NOT NULL DEFAULT ''
 );
 
--- Orders invalidations for diagnostics and for the fill tokens' `seq` (the Cache front end uses it
--- to decide whether a waiter may share a leader's load). Correctness never depends on it.
-CREATE SEQUENCE {{schema}}.seq AS bigint;
-
+-- fillfactor 90: room on each page, so that re-putting a key is a HOT update (no index is
+-- written: no index covers a column such a put changes). Keys and tags are identifiers,
+-- compared byte by byte (COLLATE "C"): cheaper than the database's collation.
 CREATE {{persistence}} TABLE {{schema}}.entries (
-    key        text PRIMARY KEY,
-    value      bytea NOT NULL,
-    -- The entry's tags, distinct. Authoritative: the tag index below may hold stray rows.
-    tags       text[] NOT NULL,
-    gen        bigint NOT NULL,
-    -- The seq of the fill token (or the current seq for a put without token).
-    seq        bigint NOT NULL,
+    key            text COLLATE "C" PRIMARY KEY,
+    value          bytea NOT NULL,
+    -- The clear tag '*', then the entry's tags, distinct (authoritative; the table `tags` below
+    -- is the index, without '*').
+    tags           text[] COLLATE "C" NOT NULL,
     -- The snapshot of the miss that started the fill (or of the put without token).
-    snap       pg_snapshot NOT NULL,
-    expires_at timestamptz
-);
-CREATE INDEX entries_expiry ON {{schema}}.entries (expires_at) WHERE expires_at IS NOT NULL;
+    snap           pg_snapshot NOT NULL,
+    expires_at     timestamptz,
+    -- The minute expires_at falls in (Unix epoch minutes): what cleanup finds expired entries
+    -- by. An index on expires_at itself would change with every put with a TTL and rule out HOT
+    -- updates; this one changes at most once a minute for a key re-put with the same TTL.
+    expires_minute bigint
+) WITH (fillfactor = 90);
+CREATE INDEX entries_expiry ON {{schema}}.entries (expires_minute)
+    WHERE expires_minute IS NOT NULL;
 
--- The reverse index: tag -> keys of the entries that carry it.
+-- The reverse index: tag -> keys of the entries that carry it (and strays, see above).
 CREATE {{persistence}} TABLE {{schema}}.tags (
-    tag text NOT NULL,
-    key text NOT NULL,
+    tag text COLLATE "C" NOT NULL,
+    key text COLLATE "C" NOT NULL,
     PRIMARY KEY (tag, key)
 );
 
 CREATE {{persistence}} TABLE {{schema}}.stamps (
-    tag          text NOT NULL,
+    tag          text COLLATE "C" NOT NULL,
+    -- The invalidating transaction.
     xid          xid8 NOT NULL,
-    seq          bigint NOT NULL,
     stamped_at   timestamptz NOT NULL DEFAULT clock_timestamp(),
     -- When cleanup first saw the stamp committed; it is pruned two fill windows later.
     confirmed_at timestamptz,
-    -- Cursor of the sweep of the tag's dependents that precedes pruning.
-    sweep_key    text,
+    -- Set when the stamp joins the sweep of its tag's dependents that precedes pruning (for the
+    -- clear tag '*', the cursor of that sweep over all entries, in key order).
+    sweep_key    text COLLATE "C",
     PRIMARY KEY (tag, xid)
 );
-CREATE INDEX stamps_unconfirmed ON {{schema}}.stamps (stamped_at) WHERE confirmed_at IS NULL;
 CREATE INDEX stamps_confirmed ON {{schema}}.stamps (confirmed_at) WHERE confirmed_at IS NOT NULL;
 
--- A random, non-zero identifier (epochs and generations).
+-- A random, non-zero identifier (epochs).
 CREATE FUNCTION {{schema}}.random_id() RETURNS bigint
 LANGUAGE sql VOLATILE AS $$
     SELECT (floor(random() * 9007199254740990) + 1)::bigint
 $$;
 
--- Creates the state and epoch rows when they are missing (first use, or after crash recovery
--- emptied the unlogged tables).
+-- Creates the epoch row when it is missing (first use, or after crash recovery emptied the
+-- unlogged tables).
 CREATE FUNCTION {{schema}}.ensure_state() RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
-    INSERT INTO {{schema}}.state (gen) VALUES ({{schema}}.random_id())
-    ON CONFLICT (id) DO NOTHING;
     INSERT INTO {{schema}}.epoch (epoch, fill_window_ms)
     SELECT {{schema}}.random_id(), m.fill_window_ms FROM {{schema}}.meta m
     ON CONFLICT (id) DO NOTHING;
@@ -118,283 +127,110 @@ BEGIN
 END
 $$;
 
--- Stamps tags as invalidated by the current transaction; returns the invalidation's seq.
+-- The fill token of a miss, as text: 'epoch:fill_window_ms:now_ms:snapshot'; NULL when the
+-- epoch row is missing (crash recovery emptied it; the next fill recreates it). Called by the
+-- store's get statement on a miss only; a function so that a hit plans and runs none of it.
+CREATE FUNCTION {{schema}}.miss_token() RETURNS text
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_epoch bigint;
+    v_window bigint;
+BEGIN
+    SELECT ep.epoch, ep.fill_window_ms INTO v_epoch, v_window FROM {{schema}}.epoch ep;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    RETURN v_epoch::text || ':' || v_window::text || ':'
+        || floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint::text || ':'
+        || pg_current_snapshot()::text;
+END
+$$;
+
+-- Raised by a put whose fill token outlived the fill window while it ran (it rolls back): stamps
+-- are pruned on the assumption that no put with an older token can commit afterwards.
+CREATE FUNCTION {{schema}}.token_expired() RETURNS boolean
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'the fill token expired during the put' USING ERRCODE = 'MKS01';
+END
+$$;
+
+-- Stamps tags as invalidated by the current transaction; returns the transaction's id (NULL for
+-- no tags).
 --
 -- This is the function change-capture triggers call inside the writer's transaction: it only
--- appends rows (no row another writer could hold), and removes nothing. Once the transaction
+-- appends rows (no row another writer could hold), and removes nothing, so writers of the same
+-- tags never wait on each other and a rollback has nothing to restore. Once the transaction
 -- commits, no entry filled from a snapshot that does not see it is served, and no such fill is
--- stored. The dependents are removed later by reclaim() or cleanup().
+-- stored. The dependents are removed by cleanup() (or replaced by the next fill).
 CREATE FUNCTION {{schema}}.invalidate(p_tags text[]) RETURNS bigint
 LANGUAGE plpgsql AS $$
-DECLARE
-    v_seq bigint;
 BEGIN
     IF coalesce(cardinality(p_tags), 0) = 0 THEN
         RETURN NULL;
     END IF;
-    v_seq := nextval('{{schema}}.seq');
-    INSERT INTO {{schema}}.stamps AS s (tag, xid, seq)
-    SELECT DISTINCT t.tag, pg_current_xact_id(), v_seq
+    INSERT INTO {{schema}}.stamps AS s (tag, xid)
+    SELECT DISTINCT t.tag, pg_current_xact_id()
     FROM unnest(p_tags) AS t(tag)
     WHERE t.tag IS NOT NULL
-    ON CONFLICT (tag, xid) DO UPDATE SET seq = excluded.seq, stamped_at = clock_timestamp();
-    RETURN v_seq;
-END
-$$;
-
--- Removes the entries that carry p_tags and are older than the invalidation by transaction
--- p_xid, walking the tag index in key order from (p_pos, p_after) and reading at most p_budget
--- index rows. Returns how many entries it removed (each once, whatever the number of its tags
--- among p_tags) and where to continue (next_pos NULL: done). Stray index rows are dropped too.
-CREATE FUNCTION {{schema}}.reclaim(
-    p_tags text[], p_xid xid8, p_pos integer, p_after text, p_budget integer,
-    OUT removed bigint, OUT next_pos integer, OUT next_after text)
-LANGUAGE plpgsql AS $$
-DECLARE
-    v_budget integer := greatest(coalesce(p_budget, 1), 1);
-    v_tag text;
-    v_rows bigint;
-    v_dead bigint;
-    v_last text;
-BEGIN
-    removed := 0;
-    next_pos := greatest(coalesce(p_pos, 1), 1);
-    next_after := p_after;
-    WHILE next_pos <= coalesce(cardinality(p_tags), 0) LOOP
-        v_tag := p_tags[next_pos];
-        WITH idx AS (
-            SELECT t.key FROM {{schema}}.tags t
-            WHERE t.tag = v_tag AND (next_after IS NULL OR t.key > next_after)
-            ORDER BY t.key
-            LIMIT v_budget
-        ), dead AS (
-            DELETE FROM {{schema}}.entries e USING idx
-            WHERE e.key = idx.key
-              AND v_tag = ANY (e.tags)
-              AND NOT pg_visible_in_snapshot(p_xid, e.snap)
-            RETURNING e.key, e.tags
-        ), dead_index AS (
-            DELETE FROM {{schema}}.tags t USING dead d
-            WHERE t.key = d.key AND t.tag = ANY (d.tags)
-        ), stray AS (
-            DELETE FROM {{schema}}.tags t USING idx
-            WHERE t.tag = v_tag AND t.key = idx.key
-              AND NOT EXISTS (
-                  SELECT 1 FROM {{schema}}.entries e
-                  WHERE e.key = idx.key AND v_tag = ANY (e.tags))
-        )
-        SELECT (SELECT count(*) FROM dead), count(*), max(idx.key)
-        INTO v_dead, v_rows, v_last
-        FROM idx;
-        removed := removed + v_dead;
-        IF v_rows < v_budget THEN
-            -- This tag is done; go on with the next one while budget remains.
-            v_budget := v_budget - v_rows::integer;
-            next_pos := next_pos + 1;
-            next_after := NULL;
-            IF v_budget <= 0 THEN
-                EXIT;
-            END IF;
-        ELSE
-            next_after := v_last;
-            EXIT;
-        END IF;
-    END LOOP;
-    IF next_pos > coalesce(cardinality(p_tags), 0) THEN
-        next_pos := NULL;
-        next_after := NULL;
-    END IF;
-END
-$$;
-
--- invalidate() and the first bounded batch of reclaim(), in one call: what `PgStore::invalidate`
--- runs (in autocommit). It then calls reclaim() with the returned cursor until it is done.
-CREATE FUNCTION {{schema}}.invalidate_and_reclaim(
-    p_tags text[], p_budget integer,
-    OUT seq bigint, OUT xid text, OUT removed bigint, OUT next_pos integer, OUT next_after text)
-LANGUAGE plpgsql AS $$
-BEGIN
-    seq := {{schema}}.invalidate(p_tags);
-    xid := pg_current_xact_id()::text;
-    SELECT r.removed, r.next_pos, r.next_after INTO removed, next_pos, next_after
-    FROM {{schema}}.reclaim(p_tags, xid::xid8, 1, NULL, p_budget) AS r;
-END
-$$;
-
--- Stores an entry. With a fill token (p_token_ms not NULL) the put is refused (false) when the
--- token is from another epoch or generation, older than the fill window, or when a stamp of one
--- of p_tags was written by a transaction its snapshot does not see. p_tags must be distinct.
-CREATE FUNCTION {{schema}}.put(
-    p_key text, p_value bytea, p_tags text[], p_ttl_ms bigint,
-    p_token_seq bigint, p_token_ms bigint, p_epoch bigint, p_gen bigint, p_snap text)
-RETURNS boolean
-LANGUAGE plpgsql AS $$
-DECLARE
-    v_now timestamptz := clock_timestamp();
-    v_now_ms bigint := floor(extract(epoch FROM v_now) * 1000)::bigint;
-    v_tokened boolean := p_token_ms IS NOT NULL;
-    v_gen bigint;
-    v_epoch bigint;
-    v_window bigint;
-    v_snap pg_snapshot;
-    v_seq bigint;
-    v_expires timestamptz;
-    v_old text[];
-BEGIN
-    SELECT s.gen, e.epoch, e.fill_window_ms INTO v_gen, v_epoch, v_window
-    FROM {{schema}}.state s CROSS JOIN {{schema}}.epoch e;
-    IF NOT FOUND THEN
-        -- Crash recovery emptied the unlogged state: start a new epoch. Tokens are older.
-        PERFORM {{schema}}.ensure_state();
-        IF v_tokened THEN
-            RETURN false;
-        END IF;
-        SELECT s.gen, e.epoch, e.fill_window_ms INTO v_gen, v_epoch, v_window
-        FROM {{schema}}.state s CROSS JOIN {{schema}}.epoch e;
-    END IF;
-    IF v_tokened THEN
-        IF p_snap IS NULL
-           OR p_epoch IS DISTINCT FROM v_epoch
-           OR p_gen IS DISTINCT FROM v_gen
-           OR v_now_ms - p_token_ms >= v_window
-           OR p_token_ms > v_now_ms + 1000 THEN
-            RETURN false;
-        END IF;
-        v_snap := p_snap::pg_snapshot;
-        IF EXISTS (
-            SELECT 1 FROM {{schema}}.stamps s
-            WHERE s.tag = ANY (p_tags)
-              AND s.xid >= pg_snapshot_xmin(v_snap)
-              AND NOT pg_visible_in_snapshot(s.xid, v_snap)) THEN
-            RETURN false;
-        END IF;
-        v_seq := coalesce(p_token_seq, 0);
-    ELSE
-        v_snap := pg_current_snapshot();
-        SELECT q.last_value INTO v_seq FROM {{schema}}.seq q;
-    END IF;
-    IF p_ttl_ms IS NOT NULL THEN
-        v_expires := v_now + p_ttl_ms * interval '1 millisecond';
-    END IF;
-
-    -- Replace the entry, learning its old tags (the row is locked by the subquery).
-    UPDATE {{schema}}.entries e
-    SET value = p_value, tags = p_tags, gen = v_gen, seq = v_seq, snap = v_snap,
-        expires_at = v_expires
-    FROM (SELECT o.key, o.tags FROM {{schema}}.entries o WHERE o.key = p_key FOR UPDATE) AS old
-    WHERE e.key = old.key
-    RETURNING old.tags INTO v_old;
-    IF NOT FOUND THEN
-        INSERT INTO {{schema}}.entries AS e (key, value, tags, gen, seq, snap, expires_at)
-        VALUES (p_key, p_value, p_tags, v_gen, v_seq, v_snap, v_expires)
-        ON CONFLICT (key) DO UPDATE
-        SET value = excluded.value, tags = excluded.tags, gen = excluded.gen, seq = excluded.seq,
-            snap = excluded.snap, expires_at = excluded.expires_at;
-        -- (After a conflict the old tags are unknown: their index rows stay as strays, which
-        -- never remove an entry that does not carry the tag.)
-        v_old := NULL;
-    ELSIF v_old IS DISTINCT FROM p_tags AND cardinality(v_old) > 0 THEN
-        DELETE FROM {{schema}}.tags t
-        WHERE t.tag = ANY (v_old) AND t.key = p_key AND NOT (t.tag = ANY (p_tags));
-    END IF;
-    -- Index the new tags (a re-put with the same tags writes nothing here).
-    IF NOT (p_tags <@ coalesce(v_old, '{}')) THEN
-        INSERT INTO {{schema}}.tags (tag, key)
-        SELECT t.tag, p_key FROM unnest(p_tags) AS t(tag)
-        ON CONFLICT DO NOTHING;
-    END IF;
-
-    -- A token that outlived the fill window while this ran must not store: stamps are pruned on
-    -- the assumption that no put with an older token can commit afterwards.
-    IF v_tokened AND floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint - p_token_ms
-                     >= v_window THEN
-        RAISE EXCEPTION 'the fill token expired during the put' USING ERRCODE = 'MKS01';
-    END IF;
-    RETURN true;
-END
-$$;
-
--- Removes every entry (by moving to a new generation, which takes effect at once) and rejects
--- every fill token issued before. The old generation's rows are swept by reclaim_cleared().
-CREATE FUNCTION {{schema}}.clear() RETURNS bigint
-LANGUAGE plpgsql AS $$
-DECLARE
-    v_gen bigint;
-BEGIN
-    PERFORM {{schema}}.ensure_state();
-    UPDATE {{schema}}.state SET gen = gen + 1, reclaim_key = '' RETURNING gen INTO v_gen;
-    PERFORM nextval('{{schema}}.seq');
-    RETURN v_gen;
-END
-$$;
-
--- Sweeps at most p_budget entries (in key order) of the generations before the last clear().
-CREATE FUNCTION {{schema}}.reclaim_cleared(p_budget integer, OUT removed bigint, OUT done boolean)
-LANGUAGE plpgsql AS $$
-DECLARE
-    v_budget integer := greatest(coalesce(p_budget, 1), 1);
-    v_gen bigint;
-    v_after text;
-    v_rows bigint;
-    v_last text;
-BEGIN
-    removed := 0;
-    done := true;
-    SELECT s.gen, s.reclaim_key INTO v_gen, v_after
-    FROM {{schema}}.state s FOR UPDATE SKIP LOCKED;
-    IF NOT FOUND OR v_after IS NULL THEN
-        RETURN;
-    END IF;
-    WITH idx AS (
-        SELECT e.key FROM {{schema}}.entries e WHERE e.key > v_after ORDER BY e.key LIMIT v_budget
-    ), dead AS (
-        DELETE FROM {{schema}}.entries e USING idx
-        WHERE e.key = idx.key AND e.gen <> v_gen
-        RETURNING e.key, e.tags
-    ), dead_index AS (
-        DELETE FROM {{schema}}.tags t USING dead d
-        WHERE t.key = d.key AND t.tag = ANY (d.tags)
-    )
-    SELECT (SELECT count(*) FROM dead), count(*), max(idx.key) INTO removed, v_rows, v_last
-    FROM idx;
-    done := v_rows < v_budget;
-    UPDATE {{schema}}.state SET reclaim_key = CASE WHEN done THEN NULL ELSE v_last END;
+    ON CONFLICT (tag, xid) DO UPDATE SET stamped_at = clock_timestamp();
+    RETURN pg_current_xact_id()::text::bigint;
 END
 $$;
 
 -- One bounded round of housekeeping; `PgStore::cleanup` calls it until `more` is false.
---   expired: expired entries removed (at most p_budget);
---   cleared: entries of old generations removed (at most p_budget);
+--   expired: expired entries removed (at most p_budget), with their index rows;
+--   swept:   entries removed by the sweeps that precede pruning a stamp;
 --   pruned:  stamps removed. A stamp is confirmed when cleanup first sees it committed and pruned
 --            two fill windows later (every token that could predate it has expired by then),
---            after a sweep removed the dependents that are older than it (fills that raced with
---            the invalidation), so that pruning it can never bring a stale entry back.
+--            after a sweep removed the entries that carry its tag and are older than it (fills
+--            that raced with the invalidation, and the dependents of invalidations made inside
+--            writers' transactions), so that pruning it can never bring a stale entry back. For
+--            the clear tag '*', the sweep walks every entry, in key order;
+--   strays:  index rows removed whose entry is gone or no longer carries the tag (at most
+--            p_budget rows looked at, from a cursor that goes round the index over time).
+--
+-- Index rows are only ever deleted together with their entry (in the same statement, which
+-- holds the entry's row lock) or, for strays, after being locked and found stray again in a
+-- later statement: a put locks the rows it finds in place (ON CONFLICT DO UPDATE .. WHERE
+-- false), so a stray that a put is reusing is never deleted under it.
 CREATE FUNCTION {{schema}}.cleanup(p_budget integer,
-    OUT expired bigint, OUT cleared bigint, OUT pruned bigint, OUT more boolean)
+    OUT expired bigint, OUT swept bigint, OUT pruned bigint, OUT strays bigint,
+    OUT more boolean)
 LANGUAGE plpgsql AS $$
 DECLARE
     v_budget integer := greatest(coalesce(p_budget, 1), 1);
     v_window bigint;
     v_cut timestamptz;
-    v_done boolean;
     v_tag text;
     v_after text;
     v_rows bigint;
     v_last text;
     v_n bigint;
+    v_dead bigint;
+    v_stray_tag text;
+    v_stray_key text;
+    v_tags text[];
+    v_keys text[];
 BEGIN
+    swept := 0;
     pruned := 0;
+    strays := 0;
     more := false;
 
-    -- 1. Expired entries.
+    -- 1. Expired entries (the entries of past minutes, and the expired ones of this minute), and
+    --    their index rows.
     WITH x AS (
         SELECT e.key FROM {{schema}}.entries e
-        WHERE e.expires_at <= clock_timestamp()
-        ORDER BY e.expires_at
+        WHERE e.expires_minute <= floor(extract(epoch FROM clock_timestamp()) / 60)::bigint
+          AND e.expires_at <= clock_timestamp()
         LIMIT v_budget
         FOR UPDATE SKIP LOCKED
     ), dead AS (
-        DELETE FROM {{schema}}.entries e USING x WHERE e.key = x.key RETURNING e.key, e.tags
+        DELETE FROM {{schema}}.entries e
+        WHERE e.key = ANY (ARRAY(SELECT x.key FROM x))
+          AND e.expires_at <= clock_timestamp()
+        RETURNING e.key, e.tags
     ), dead_index AS (
         DELETE FROM {{schema}}.tags t USING dead d
         WHERE t.key = d.key AND t.tag = ANY (d.tags)
@@ -402,23 +238,18 @@ BEGIN
     SELECT count(*) INTO expired FROM dead;
     more := more OR expired >= v_budget;
 
-    -- 2. Entries left behind by clear().
-    SELECT r.removed, r.done INTO cleared, v_done FROM {{schema}}.reclaim_cleared(v_budget) AS r;
-    more := more OR NOT v_done;
-
-    -- 3. Confirm the stamps of committed invalidations.
+    -- 2. Confirm the stamps of committed invalidations.
     UPDATE {{schema}}.stamps s SET confirmed_at = clock_timestamp()
     FROM (SELECT u.tag, u.xid FROM {{schema}}.stamps u
           WHERE u.confirmed_at IS NULL
-          ORDER BY u.stamped_at
           LIMIT v_budget
           FOR UPDATE SKIP LOCKED) AS u
     WHERE s.tag = u.tag AND s.xid = u.xid;
     GET DIAGNOSTICS v_n = ROW_COUNT;
     more := more OR v_n >= v_budget;
 
-    -- 4. Sweep, then prune, the stamps confirmed more than two fill windows ago; one tag at a
-    --    time, within the budget.
+    -- 3. Sweep, then prune, the stamps confirmed more than two fill windows ago; one tag at a
+    --    time, within the budget, in key order from the cursor the stamps keep.
     SELECT m.fill_window_ms INTO v_window FROM {{schema}}.meta m;
     v_cut := clock_timestamp() - 2 * coalesce(v_window, 60000) * interval '1 millisecond';
     WHILE v_budget > 0 LOOP
@@ -432,14 +263,21 @@ BEGIN
         WHERE s.tag = v_tag AND s.confirmed_at < v_cut AND s.sweep_key IS NULL;
         SELECT min(s.sweep_key) INTO v_after FROM {{schema}}.stamps s
         WHERE s.tag = v_tag AND s.sweep_key IS NOT NULL;
-        WITH idx AS (
-            SELECT t.key FROM {{schema}}.tags t
-            WHERE t.tag = v_tag AND t.key > v_after
-            ORDER BY t.key
-            LIMIT v_budget
-        ), dead AS (
-            DELETE FROM {{schema}}.entries e USING idx
-            WHERE e.key = idx.key
+        -- The keys to look at: those of the tag's index rows, or every key for the clear tag.
+        IF v_tag = '*' THEN
+            SELECT array_agg(i.key ORDER BY i.key) INTO v_keys FROM (
+                SELECT e.key FROM {{schema}}.entries e
+                WHERE e.key > v_after ORDER BY e.key LIMIT v_budget) AS i;
+        ELSE
+            SELECT array_agg(i.key ORDER BY i.key) INTO v_keys FROM (
+                SELECT t.key FROM {{schema}}.tags t
+                WHERE t.tag = v_tag AND t.key > v_after ORDER BY t.key LIMIT v_budget) AS i;
+        END IF;
+        v_rows := coalesce(cardinality(v_keys), 0);
+        v_last := v_keys[v_rows];
+        WITH dead AS (
+            DELETE FROM {{schema}}.entries e
+            WHERE e.key = ANY (v_keys)
               AND v_tag = ANY (e.tags)
               AND EXISTS (
                   SELECT 1 FROM {{schema}}.stamps s
@@ -450,10 +288,11 @@ BEGIN
             DELETE FROM {{schema}}.tags t USING dead d
             WHERE t.key = d.key AND t.tag = ANY (d.tags)
         )
-        SELECT count(*), max(idx.key) INTO v_rows, v_last FROM idx;
+        SELECT count(*) INTO v_dead FROM dead;
+        swept := swept + v_dead;
         v_budget := v_budget - greatest(v_rows, 1)::integer;
         IF v_rows < v_budget + greatest(v_rows, 1) THEN
-            -- The whole index of the tag was swept: the swept stamps can go.
+            -- The sweep of the tag is complete: the swept stamps can go.
             DELETE FROM {{schema}}.stamps s WHERE s.tag = v_tag AND s.sweep_key IS NOT NULL;
             GET DIAGNOSTICS v_n = ROW_COUNT;
             pruned := pruned + v_n;
@@ -466,6 +305,45 @@ BEGIN
     END LOOP;
     IF v_budget <= 0 THEN
         more := true;
+    END IF;
+
+    -- 4. Stray index rows: look at the next p_budget rows after the cursor; lock the ones
+    --    without an entry that carries their tag (skipping rows a put in flight holds), then,
+    --    in a new statement (a new snapshot), delete those that are still stray.
+    SELECT ep.stray_tag, ep.stray_key INTO v_stray_tag, v_stray_key FROM {{schema}}.epoch ep;
+    IF FOUND THEN
+        SELECT array_agg(b.tag ORDER BY b.tag, b.key), array_agg(b.key ORDER BY b.tag, b.key)
+        INTO v_tags, v_keys
+        FROM (SELECT t.tag, t.key FROM {{schema}}.tags t
+              WHERE (t.tag, t.key) > (v_stray_tag, v_stray_key)
+              ORDER BY t.tag, t.key
+              LIMIT greatest(coalesce(p_budget, 1), 1)) AS b;
+        v_rows := coalesce(cardinality(v_keys), 0);
+        IF v_rows < greatest(coalesce(p_budget, 1), 1) THEN
+            -- The end of the index: start again from the beginning next time.
+            UPDATE {{schema}}.epoch SET stray_tag = '', stray_key = '';
+        ELSE
+            UPDATE {{schema}}.epoch SET stray_tag = v_tags[v_rows], stray_key = v_keys[v_rows];
+        END IF;
+        SELECT array_agg(l.tag), array_agg(l.key) INTO v_tags, v_keys
+        FROM (SELECT t.tag, t.key
+              FROM {{schema}}.tags t
+              JOIN unnest(v_tags, v_keys) AS c(tag, key) ON t.tag = c.tag AND t.key = c.key
+              WHERE NOT EXISTS (
+                  SELECT 1 FROM {{schema}}.entries e
+                  WHERE e.key = c.key AND c.tag = ANY (e.tags))
+              FOR UPDATE OF t SKIP LOCKED) AS l;
+        IF v_tags IS NOT NULL THEN
+            DELETE FROM {{schema}}.tags t
+            USING unnest(v_tags, v_keys) AS c(tag, key)
+            WHERE t.tag = c.tag AND t.key = c.key
+              AND NOT EXISTS (
+                  SELECT 1 FROM {{schema}}.entries e
+                  WHERE e.key = c.key AND c.tag = ANY (e.tags));
+            GET DIAGNOSTICS strays = ROW_COUNT;
+            -- Keep going while strays are dense.
+            more := more OR strays * 10 >= greatest(coalesce(p_budget, 1), 1);
+        END IF;
     END IF;
 END
 $$;

@@ -22,8 +22,13 @@ use crate::store::PgStore;
 pub struct CleanupReport {
     /// Expired entries removed (FastPgCache's `cleanup()` count).
     pub expired: u64,
-    /// Entries of generations before the last `clear()` removed.
-    pub cleared: u64,
+    /// Entries removed by the sweeps that precede pruning a stamp: entries older than an
+    /// invalidation made inside a writer's transaction (which only stamps), fills that raced with
+    /// an invalidation, entries left behind by an interrupted `clear()`.
+    pub swept: u64,
+    /// Stray rows removed from the tag index (rows whose entry is gone or no longer carries the
+    /// tag: an invalidation leaves its entries' index rows for the next fill of the key).
+    pub strays: u64,
     /// Invalidation stamps pruned (older than two fill windows, their dependents swept).
     pub stamps_pruned: u64,
     /// Statements run (each touches at most `batch_size` rows per step).
@@ -56,7 +61,10 @@ impl CleanupTask {
             loop {
                 ticks.tick().await;
                 match store.cleanup().await {
-                    Ok(report) if report.expired + report.cleared + report.stamps_pruned > 0 => {
+                    Ok(report)
+                        if report.expired + report.swept + report.stamps_pruned + report.strays
+                            > 0 =>
+                    {
                         tracing::debug!(?report, "matroska-postgres: background cleanup");
                     }
                     Ok(_) => {}

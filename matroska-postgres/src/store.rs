@@ -20,7 +20,7 @@ use crate::error::{self, TOKEN_EXPIRED, is_connection_lost};
 use crate::migrate::{self, MigrationReport};
 use crate::pool::{Manager, Pool, PoolCounters, Pooled};
 use crate::schema::SchemaName;
-use crate::sql::Sql;
+use crate::sql::{CLEAR_TAG, Sql};
 use crate::token;
 
 /// The largest value the store accepts (PostgreSQL's `bytea` holds up to 1 GB).
@@ -153,9 +153,19 @@ impl PgStore {
         let mut pg = config.pg.clone();
         pg.application_name(&config.application_name);
         // Every statement of the store is a key or index lookup whose best plan does not depend
-        // on the parameters: plan once per connection instead of re-planning each call.
+        // on the parameters: plan once per connection instead of re-planning each call. And
+        // every one is best served by a plain btree index scan: without statistics (small or new
+        // tables) the planner would sometimes prefer a sequential scan (under a LIMIT, or for a
+        // table it believes empty) and keep that plan for the life of the connection; and a
+        // bitmap scan, unlike a plain index scan, never marks the index entries of dead rows
+        // (kill_prior_tuple), so under the delete-and-refill churn of a cache it would visit
+        // every dead version of a key until VACUUM. No JIT: no statement runs long enough to
+        // gain from it (and a disabled scan's cost, where it is the only path, would trigger it).
         let mut options = pg.get_options().unwrap_or_default().to_owned();
-        options.push_str(" -c plan_cache_mode=force_generic_plan");
+        options.push_str(
+            " -c plan_cache_mode=force_generic_plan -c enable_seqscan=off \
+             -c enable_bitmapscan=off -c jit=off",
+        );
         if let Some(timeout) = config.statement_timeout {
             options.push_str(" -c statement_timeout=");
             options.push_str(&timeout.as_millis().to_string());
@@ -322,10 +332,11 @@ impl PgStore {
                 .await?;
             let row = first(&rows, "cleanup")?;
             report.expired += count(col::<i64>(row, 0, "cleanup")?);
-            report.cleared += count(col::<i64>(row, 1, "cleanup")?);
+            report.swept += count(col::<i64>(row, 1, "cleanup")?);
             report.stamps_pruned += count(col::<i64>(row, 2, "cleanup")?);
+            report.strays += count(col::<i64>(row, 3, "cleanup")?);
             report.rounds += 1;
-            if !col::<bool>(row, 3, "cleanup")? {
+            if !col::<bool>(row, 4, "cleanup")? {
                 report.complete = true;
                 break;
             }
@@ -431,35 +442,36 @@ impl PgStore {
             })
     }
 
-    /// The reclaim rounds after the first batch of an invalidation.
-    async fn reclaim_rest(
-        &self,
-        tags: &[&str],
-        xid: &str,
-        mut cursor: (Option<i32>, Option<String>),
-    ) -> Result<u64> {
+    /// The batches of an invalidation by transaction `xid` after its first: each tag's index
+    /// rows, in key order, in batches (the first batch's rows again, whose entries are gone).
+    async fn reclaim_rest(&self, tags: &[&str], xid: &str) -> Result<u64> {
         let inner = &self.inner;
         let mut removed = 0;
-        while let (Some(pos), after) = &cursor {
-            let rows = self
-                .query(
-                    "invalidate (reclaim)",
-                    &inner.sql.reclaim,
-                    &[
-                        Type::TEXT_ARRAY,
-                        Type::TEXT,
-                        Type::INT4,
-                        Type::TEXT,
-                        Type::INT4,
-                    ],
-                    &[&tags, &xid, pos, after, &inner.batch_size],
-                )
-                .await?;
-            let row = first(&rows, "reclaim")?;
-            removed += count(col::<i64>(row, 0, "reclaim")?);
-            cursor = (col(row, 1, "reclaim")?, col(row, 2, "reclaim")?);
+        for tag in tags {
+            let mut after = String::new();
+            loop {
+                let rows = self
+                    .query(
+                        "invalidate (reclaim)",
+                        &inner.sql.reclaim,
+                        &[Type::TEXT, Type::TEXT, Type::TEXT, Type::INT4],
+                        &[tag, &xid, &after, &inner.batch_size],
+                    )
+                    .await?;
+                let row = first(&rows, "reclaim")?;
+                removed += count(col::<i64>(row, 0, "reclaim")?);
+                let scanned = count(col::<i64>(row, 1, "reclaim")?);
+                match col::<Option<String>>(row, 2, "reclaim")? {
+                    Some(last) if scanned >= self.batch() => after = last,
+                    _ => break,
+                }
+            }
         }
         Ok(removed)
+    }
+
+    fn batch(&self) -> u64 {
+        u64::try_from(self.inner.batch_size).unwrap_or(1)
     }
 }
 
@@ -498,25 +510,16 @@ impl Store for PgStore {
         let rows = self
             .query("get", &self.inner.sql.get, &[Type::TEXT], &[&key.as_str()])
             .await?;
-        // No row: the state row is missing (crash recovery emptied the unlogged tables). A token
-        // without a snapshot is refused by put, which recreates the state.
-        let Some(row) = rows.first() else {
-            return Ok(Lookup::Miss(FillToken::new(0, 0)));
-        };
+        let row = first(&rows, "get")?;
         if let Some(value) = col::<Option<&[u8]>>(row, 0, "get")? {
             return Ok(Lookup::Hit(Bytes::copy_from_slice(value)));
         }
-        let epoch: Option<i64> = col(row, 1, "get")?;
-        let gen_: Option<i64> = col(row, 2, "get")?;
-        let seq: Option<i64> = col(row, 3, "get")?;
-        let snapshot: Option<String> = col(row, 4, "get")?;
-        let now_ms: Option<i64> = col(row, 5, "get")?;
-        let token = FillToken::new(count(seq.unwrap_or(0)), count(now_ms.unwrap_or(0)));
-        Ok(Lookup::Miss(match (epoch, gen_, snapshot) {
-            (Some(epoch), Some(gen_), Some(snapshot)) => {
-                token.with_snapshot(token::encode(epoch, gen_, &snapshot))
-            }
-            _ => token,
+        let miss: Option<&str> = col(row, 1, "get")?;
+        Ok(Lookup::Miss(match miss.and_then(token::parse_miss) {
+            Some(miss) => token::encode(&miss),
+            // The epoch row is missing (crash recovery emptied the unlogged tables): a token
+            // that cannot store; the put that presents it recreates the epoch.
+            None => FillToken::new(0, 0),
         }))
     }
 
@@ -538,25 +541,13 @@ impl Store for PgStore {
         let tags = tag_texts(tags);
         let ttl_ms: Option<i64> = ttl
             .map(|ttl| i64::try_from(ttl.as_millis()).map_or(MAX_TTL_MS, |ms| ms.min(MAX_TTL_MS)));
-        let (seq, issued_ms, epoch, gen_, snapshot) = match token {
-            None => (None, None, None, None, None),
-            Some(token) => {
-                let Some(pg) = token::decode(token) else {
-                    tracing::debug!(key = %key, "matroska-postgres: fill token from another store or epoch; not stored");
-                    return Ok(PutOutcome::Stale);
-                };
-                (
-                    Some(i64::try_from(token.seq()).unwrap_or(i64::MAX)),
-                    Some(i64::try_from(token.issued_at_ms()).unwrap_or(i64::MAX)),
-                    Some(pg.epoch),
-                    Some(pg.gen_),
-                    Some(pg.snapshot),
-                )
-            }
-        };
         let value: &[u8] = &value;
-        let result = self
-            .query_raw(
+        // The entry's tags start with the clear tag, which every entry carries.
+        let mut carried = Vec::with_capacity(tags.len() + 1);
+        carried.push(CLEAR_TAG);
+        carried.extend_from_slice(&tags);
+        let Some(token) = token else {
+            self.query(
                 "put",
                 &self.inner.sql.put,
                 &[
@@ -564,31 +555,60 @@ impl Store for PgStore {
                     Type::BYTEA,
                     Type::TEXT_ARRAY,
                     Type::INT8,
-                    Type::INT8,
-                    Type::INT8,
-                    Type::INT8,
-                    Type::INT8,
+                    Type::TEXT_ARRAY,
+                ],
+                &[&key.as_str(), &value, &carried, &ttl_ms, &tags],
+            )
+            .await?;
+            return Ok(PutOutcome::Stored);
+        };
+        let Some(pg) = token::decode(token) else {
+            // A token from another store, or from a miss that found no epoch row (crash recovery
+            // emptied it): recreate the epoch, so that the next miss hands out a usable token.
+            tracing::debug!(key = %key, "matroska-postgres: fill token from another store or epoch; not stored");
+            self.query("put (epoch)", &self.inner.sql.ensure_state, &[], &[])
+                .await?;
+            return Ok(PutOutcome::Stale);
+        };
+        let issued_ms = i64::try_from(token.issued_at_ms()).unwrap_or(i64::MAX);
+        let result = self
+            .query_raw(
+                "put",
+                &self.inner.sql.fill,
+                &[
                     Type::TEXT,
+                    Type::BYTEA,
+                    Type::TEXT_ARRAY,
+                    Type::INT8,
+                    Type::TEXT_ARRAY,
+                    Type::TEXT,
+                    Type::INT8,
+                    Type::INT8,
+                    Type::INT8,
                 ],
                 &[
                     &key.as_str(),
                     &value,
-                    &tags,
+                    &carried,
                     &ttl_ms,
-                    &seq,
+                    &tags,
+                    &pg.snapshot,
+                    &pg.epoch,
+                    &pg.window_ms,
                     &issued_ms,
-                    &epoch,
-                    &gen_,
-                    &snapshot,
                 ],
             )
             .await;
         match result {
-            Ok(rows) => Ok(if col::<bool>(first(&rows, "put")?, 0, "put")? {
-                PutOutcome::Stored
-            } else {
-                PutOutcome::Stale
-            }),
+            Ok(rows) if rows.is_empty() => {
+                // Stale. Should it be because the epoch row is gone (crash recovery), recreate
+                // it, so that the next miss hands out a usable token (a no-op otherwise; stale
+                // fills are rare enough for the extra round trip).
+                self.query("put (epoch)", &self.inner.sql.ensure_state, &[], &[])
+                    .await?;
+                Ok(PutOutcome::Stale)
+            }
+            Ok(_) => Ok(PutOutcome::Stored),
             Err(Failure::Db(error)) if error.code().is_some_and(|c| c.code() == TOKEN_EXPIRED) => {
                 Ok(PutOutcome::Stale)
             }
@@ -606,7 +626,11 @@ impl Store for PgStore {
                 &[&key.as_str()],
             )
             .await?;
-        col(first(&rows, "delete")?, 0, "delete")
+        // No row: there was no entry; a row: whether it was live.
+        match rows.first() {
+            Some(row) => col(row, 0, "delete"),
+            None => Ok(false),
+        }
     }
 
     async fn invalidate(&self, tags: &[Tag]) -> Result<u64> {
@@ -626,16 +650,19 @@ impl Store for PgStore {
         let row = first(&rows, "invalidate")?;
         let xid: String = col(row, 0, "invalidate")?;
         let mut removed = count(col::<i64>(row, 1, "invalidate")?);
-        let cursor = (col(row, 2, "invalidate")?, col(row, 3, "invalidate")?);
-        // The invalidation is in effect (the stamps are committed); what follows only reclaims
-        // the remaining dependents, in short statements. Should it fail, cleanup finishes it.
-        match self.reclaim_rest(&tags, &xid, cursor).await {
-            Ok(more) => removed += more,
-            Err(error) => tracing::warn!(
-                %error,
-                "matroska-postgres: invalidation done, but reclaiming its dependents failed; \
-                 cleanup() will finish it"
-            ),
+        let scanned = count(col::<i64>(row, 2, "invalidate")?);
+        if scanned >= self.batch() {
+            // The invalidation is in effect (the stamps are committed); what follows only
+            // removes the remaining dependents, in short statements. Should it fail, cleanup
+            // finishes it.
+            match self.reclaim_rest(&tags, &xid).await {
+                Ok(more) => removed += more,
+                Err(error) => tracing::warn!(
+                    %error,
+                    "matroska-postgres: invalidation done, but removing its dependents failed; \
+                     cleanup() will finish it"
+                ),
+            }
         }
         tracing::debug!(tags = tags.len(), removed, "matroska-postgres: invalidated");
         Ok(removed)
@@ -657,19 +684,25 @@ impl Store for PgStore {
 
     async fn clear(&self) -> Result<()> {
         let inner = &self.inner;
-        self.query("clear", &inner.sql.clear, &[], &[]).await?;
-        // The clear is in effect; sweep the old generation now, in short statements.
+        let rows = self.query("clear", &inner.sql.clear, &[], &[]).await?;
+        let xid: String = col(first(&rows, "clear")?, 0, "clear")?;
+        // The clear is in effect (no entry filled before it is served); sweep those entries now,
+        // in short statements. What is left (round limit) is swept by cleanup().
+        let mut after = String::new();
         for _ in 0..MAX_ROUNDS {
             let rows = self
                 .query(
-                    "clear (reclaim)",
-                    &inner.sql.reclaim_cleared,
-                    &[Type::INT4],
-                    &[&inner.batch_size],
+                    "clear (sweep)",
+                    &inner.sql.clear_sweep,
+                    &[Type::TEXT, Type::TEXT, Type::INT4],
+                    &[&xid, &after, &inner.batch_size],
                 )
                 .await?;
-            if col::<bool>(first(&rows, "clear")?, 1, "clear")? {
-                break;
+            let row = first(&rows, "clear")?;
+            let scanned = count(col::<i64>(row, 1, "clear")?);
+            match col::<Option<String>>(row, 2, "clear")? {
+                Some(last) if scanned >= self.batch() => after = last,
+                _ => break,
             }
         }
         Ok(())
