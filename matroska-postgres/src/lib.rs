@@ -32,17 +32,25 @@
 //! ## What lives in the schema
 //!
 //! `migrate()` applies `migrations/NNN_name.sql` (recorded in `{schema}.schema_versions`):
-//! `entries` (key, value, tags, the fill's snapshot, expiry), the reverse index `tags`,
-//! append-only invalidation `stamps` (tag, invalidating transaction), a sequence, and the
-//! `state` / `epoch` rows. The SQL function `{schema}.invalidate(text[])` stamps tags inside the
-//! caller's transaction: change-capture triggers call it, and a fill that overlapped the writer's
-//! transaction is never served after its commit.
+//! `entries` (key, value, tags, the fill's snapshot, expiry), the reverse index `tags` (kept
+//! lazily: puts add rows, cleanup removes strays), append-only invalidation `stamps` (tag,
+//! invalidating transaction), and the `epoch` row. The SQL function
+//! `{schema}.invalidate(text[])` stamps tags inside the caller's transaction: change-capture
+//! triggers call it, and a fill that overlapped the writer's transaction is never served after
+//! its commit.
+//!
+//! ## Change capture
+//!
+//! The [`capture`] module installs triggers that invalidate the store inside writers'
+//! transactions and NOTIFY the touched tags; the [`listener`] module applies them to other
+//! stores. The `matroska-pg` command drives both.
 //!
 //! ## Credentials
 //!
 //! A [`CredentialProvider`] returns the password or token for each new connection; see the
 //! [`credentials`] module.
 
+pub mod capture;
 pub mod cleanup;
 pub mod config;
 pub mod credentials;

@@ -1,0 +1,556 @@
+//! The trigger SQL of one table: a `plpgsql` function computing a statement's tags from its
+//! transition tables, and four statement-level triggers.
+
+use std::fmt::Write as _;
+
+use matroska_core::{Dep, Scopes};
+
+use super::declaration::TableCapture;
+use super::encode::{MAX_IDENT, derive_name, dollar_tag, escape, ident, literal};
+use super::error::{CaptureError, Result};
+use crate::schema::SchemaName;
+
+/// The column types the triggers can encode into a tag (id columns and scope fields; watched
+/// columns may have any type).
+///
+/// # Examples
+///
+/// ```
+/// assert!(matroska_postgres::capture::SUPPORTED_TYPES.contains("uuid"));
+/// ```
+pub const SUPPORTED_TYPES: &str = "smallint, integer, bigint (integers); text, varchar, \
+    char(n), citext, uuid, enums (text); boolean; timestamp, timestamptz; and domains over them";
+
+/// The version of the generated SQL, recorded in the registry.
+pub(crate) const FORMAT: i32 = 1;
+
+/// Finishes the tag `x.t` (the helper `fin`, written out): longer than 200 bytes, its first 64
+/// characters, `#`, and the hex SHA-256 of the whole.
+const FIN: &str = "CASE WHEN octet_length(x.t) > 200 THEN left(x.t, 64) || '#' || \
+    encode(sha256(convert_to(x.t, 'UTF8')), 'hex') ELSE x.t END";
+
+/// `replace(...)` calls escaping a text expression as the helper `esc` does.
+fn escape_sql(expr: &str) -> String {
+    let mut out = expr.to_owned();
+    for (from, to) in [
+        ("%", "%25"),
+        (":", "%3A"),
+        ("&", "%26"),
+        ("=", "%3D"),
+        (",", "%2C"),
+        ("(", "%28"),
+        (")", "%29"),
+        ("#", "%23"),
+    ] {
+        out = format!("replace({out}, '{from}', '{to}')");
+    }
+    out
+}
+
+/// How a column's values are encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Encoder {
+    Int,
+    Text,
+    Bool,
+    Timestamptz,
+    Timestamp,
+}
+
+impl Encoder {
+    /// The encoder of a (base) type, from `pg_type`: its name, `typtype`, and namespace.
+    pub(crate) fn of(typname: &str, typtype: &str, namespace: &str) -> Option<Self> {
+        if typtype == "e" {
+            return Some(Self::Text);
+        }
+        if typname == "citext" {
+            return Some(Self::Text);
+        }
+        if namespace != "pg_catalog" {
+            return None;
+        }
+        Some(match typname {
+            "int2" | "int4" | "int8" => Self::Int,
+            "text" | "varchar" | "bpchar" | "uuid" => Self::Text,
+            "bool" => Self::Bool,
+            "timestamptz" => Self::Timestamptz,
+            "timestamp" => Self::Timestamp,
+            _ => return None,
+        })
+    }
+
+    fn cast(self) -> &'static str {
+        match self {
+            Self::Int => "bigint",
+            Self::Text => "text",
+            Self::Bool => "boolean",
+            Self::Timestamptz => "timestamptz",
+            Self::Timestamp => "timestamp",
+        }
+    }
+}
+
+/// A column of the table, as the catalog describes it.
+#[derive(Debug, Clone)]
+pub(crate) struct Column {
+    pub(crate) name: String,
+    pub(crate) type_name: String,
+    pub(crate) encoder: Option<Encoder>,
+}
+
+/// The table as found in the catalog.
+#[derive(Debug, Clone)]
+pub(crate) struct Resolved {
+    pub(crate) schema: String,
+    pub(crate) name: String,
+    pub(crate) oid: u32,
+    pub(crate) columns: Vec<Column>,
+}
+
+impl Resolved {
+    pub(crate) fn quoted(&self) -> String {
+        format!("{}.{}", ident(&self.schema), ident(&self.name))
+    }
+
+    fn column(&self, name: &str) -> Result<&Column> {
+        self.columns
+            .iter()
+            .find(|c| c.name == name)
+            .ok_or_else(|| CaptureError::ColumnNotFound {
+                table: self.quoted(),
+                column: name.to_owned(),
+                available: self
+                    .columns
+                    .iter()
+                    .map(|c| format!("{:?}", c.name))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+    }
+
+    fn encoded(&self, name: &str) -> Result<(&Column, Encoder)> {
+        let column = self.column(name)?;
+        match column.encoder {
+            Some(encoder) => Ok((column, encoder)),
+            None => Err(CaptureError::UnsupportedType {
+                table: self.quoted(),
+                column: name.to_owned(),
+                type_name: column.type_name.clone(),
+                supported: SUPPORTED_TYPES,
+            }),
+        }
+    }
+}
+
+/// The names of a table's trigger function (in the capture schema) and triggers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Names {
+    pub(crate) function: String,
+    /// INSERT, UPDATE, DELETE, TRUNCATE.
+    pub(crate) triggers: [String; 4],
+}
+
+/// Deterministic names, at most 63 bytes each: the function's carries a hash of the table's
+/// schema and name (so tables whose names only differ past the cut, or that join to the same
+/// text, get different functions); the triggers are named after the capture schema (trigger
+/// names are per table).
+pub(crate) fn names(capture: &SchemaName, schema: &str, table: &str) -> Names {
+    let function = derive_name(&format!("capture_{table}"), &format!("{schema}\0{table}"));
+    let trigger = |op: &str| {
+        let plain = format!("{}_{op}", capture.as_str());
+        if plain.len() <= MAX_IDENT {
+            plain
+        } else {
+            derive_name(&plain, &plain)
+        }
+    };
+    Names {
+        function,
+        triggers: [
+            trigger("ins"),
+            trigger("upd"),
+            trigger("del"),
+            trigger("trunc"),
+        ],
+    }
+}
+
+/// What installing one table takes.
+#[derive(Debug, Clone)]
+pub(crate) struct Generated {
+    pub(crate) names: Names,
+    /// The function, the triggers and the registry row, in order.
+    pub(crate) sql: String,
+}
+
+struct Exprs<'a> {
+    table: &'a Resolved,
+    decl: &'a TableCapture,
+}
+
+impl Exprs<'_> {
+    /// The encoded value of a column, written out: the helper functions' bodies expanded here
+    /// rather than inlined by the planner, which re-parses a function body at every call site on
+    /// every execution (queries over transition tables are planned at each call).
+    fn val(alias: &str, column: &str, encoder: Encoder) -> String {
+        let c = format!("({alias}.{})", ident(column));
+        match encoder {
+            Encoder::Int => format!("coalesce({c}::bigint::text, '~')"),
+            Encoder::Text => format!(
+                "CASE WHEN {c} IS NULL THEN '~' ELSE '''' || {} END",
+                escape_sql(&format!("{c}::text"))
+            ),
+            Encoder::Bool => {
+                format!("CASE WHEN {c} IS NULL THEN '~' WHEN {c} THEN 'true' ELSE 'false' END")
+            }
+            Encoder::Timestamptz | Encoder::Timestamp => {
+                let t = encoder.cast();
+                format!(
+                    "CASE WHEN {c} IS NULL THEN '~' \
+                     WHEN {c}::{t} = 'infinity'::{t} THEN '@9223372036854775807' \
+                     WHEN {c}::{t} = '-infinity'::{t} THEN '@-9223372036854775808' \
+                     ELSE '@' || (extract(epoch FROM {c}::{t}) * 1000000)::bigint::text END"
+                )
+            }
+        }
+    }
+
+    /// The id tag of the row `alias`.
+    fn id(&self, alias: &str) -> Result<String> {
+        let prefix = literal(&format!("i:{}:", escape(self.decl.kind())));
+        let ids = self.decl.id_columns();
+        let mut values = Vec::with_capacity(ids.len());
+        for column in ids {
+            let (_, encoder) = self.table.encoded(column)?;
+            values.push(Self::val(alias, column, encoder));
+        }
+        Ok(if let [one] = values.as_slice() {
+            format!("{prefix} || {one}")
+        } else {
+            format!("{prefix} || '(' || {} || ')'", values.join(" || ',' || "))
+        })
+    }
+
+    /// The tag of scope set `index` for the row `alias`.
+    fn scope(&self, index: usize, alias: &str) -> Result<String> {
+        let set = &self.decl.scopes()[index];
+        let mut fields: Vec<&String> = set.fields().iter().collect();
+        fields.sort();
+        if fields.is_empty() {
+            // Unhashed: the query hashes every tag it makes.
+            return Ok(literal(&format!("s:{}:", escape(self.decl.kind()))));
+        }
+        let mut parts = Vec::with_capacity(fields.len() * 2);
+        for (i, field) in fields.iter().enumerate() {
+            let head = if i == 0 {
+                format!("s:{}:", escape(self.decl.kind()))
+            } else {
+                "&".to_owned()
+            };
+            parts.push(literal(&format!("{head}{}=", escape(field))));
+            let column = set.column_of(field);
+            let (_, encoder) = self.table.encoded(column)?;
+            parts.push(Self::val(alias, column, encoder));
+        }
+        Ok(parts.join(" || "))
+    }
+
+    /// Whether scope set `index` is touched by an update from `o` to `n`: one of its fields'
+    /// columns or watched columns changed (binary images compared: a change that equality would
+    /// hide, like a case change in citext, still counts).
+    fn changed(&self, index: usize) -> Result<Option<String>> {
+        let watched = self.decl.scopes()[index].all_watched();
+        if watched.is_empty() {
+            return Ok(None);
+        }
+        for column in &watched {
+            self.table.column(column)?;
+        }
+        let row = |alias: &str| {
+            watched
+                .iter()
+                .map(|c| format!("{alias}.{}", ident(c)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        Ok(Some(format!(
+            "NOT pg_catalog.record_image_eq(ROW({}), ROW({}))",
+            row("o"),
+            row("n")
+        )))
+    }
+
+    /// Every tag of the row `alias` (insert, delete, a row without a partner): `(expr), ...`.
+    fn all(&self, alias: &str) -> Result<String> {
+        let mut values = vec![format!("({})", self.id(alias)?)];
+        for index in 0..self.decl.scopes().len() {
+            values.push(format!("({})", self.scope(index, alias)?));
+        }
+        Ok(values.join(",\n                "))
+    }
+
+    /// `o.id = n.id AND ...`: how an update's old and new rows are paired.
+    fn pairing(&self) -> String {
+        self.decl
+            .id_columns()
+            .iter()
+            .map(|c| format!("o.{0} = n.{0}", ident(c)))
+            .collect::<Vec<_>>()
+            .join(" AND ")
+    }
+}
+
+fn kind_tag(decl: &TableCapture, table: &Resolved, dep: &Dep) -> Result<String> {
+    dep.to_tag()
+        .map(|tag| literal(tag.as_str()))
+        .map_err(|e| CaptureError::Declaration {
+            table: table.quoted(),
+            reason: format!("kind {:?}: {e}", decl.kind()),
+        })
+}
+
+/// The `plpgsql` body of the trigger function: the statement's tags from its transition tables,
+/// sent to the store and to NOTIFY.
+fn function_body(capture: &SchemaName, decl: &TableCapture, table: &Resolved) -> Result<String> {
+    let x = Exprs { table, decl };
+    let all_tag = kind_tag(decl, table, &Dep::kind(decl.kind()))?;
+    let any_tag = kind_tag(
+        decl,
+        table,
+        &Scopes::<()>::new(decl.kind().to_owned()).any(),
+    )?;
+
+    // UPDATE: paired rows that changed at all give both ids, and both images of each scope set
+    // whose columns changed; rows without a partner (their id changed, or is NULL) give
+    // everything, like a delete and an insert.
+    let mut paired = vec![format!("({})", x.id("o")?), format!("({})", x.id("n")?)];
+    for index in 0..decl.scopes().len() {
+        if let Some(changed) = x.changed(index)? {
+            for alias in ["o", "n"] {
+                paired.push(format!(
+                    "(CASE WHEN {changed} THEN {} END)",
+                    x.scope(index, alias)?
+                ));
+            }
+        }
+    }
+    let pairing = x.pairing();
+    let update = format!(
+        "SELECT array_agg(DISTINCT {fin}) INTO v_tags FROM (
+            SELECT v.t FROM mt_old o JOIN mt_new n ON {pairing}
+                CROSS JOIN LATERAL (VALUES {paired}) AS v(t)
+                WHERE NOT pg_catalog.record_image_eq(o.*, n.*)
+            UNION ALL
+            SELECT v.t FROM mt_old o CROSS JOIN LATERAL (VALUES {old_all}) AS v(t)
+                WHERE NOT EXISTS (SELECT 1 FROM mt_new n WHERE {pairing})
+            UNION ALL
+            SELECT v.t FROM mt_new n CROSS JOIN LATERAL (VALUES {new_all}) AS v(t)
+                WHERE NOT EXISTS (SELECT 1 FROM mt_old o WHERE {pairing})
+        ) AS x WHERE x.t IS NOT NULL;",
+        fin = FIN,
+        paired = paired.join(",\n                    "),
+        old_all = x.all("o")?,
+        new_all = x.all("n")?,
+    );
+    let insert = format!(
+        "SELECT array_agg(DISTINCT {FIN}) INTO v_tags
+        FROM mt_new n CROSS JOIN LATERAL (VALUES {}) AS x(t) WHERE x.t IS NOT NULL;",
+        x.all("n")?
+    );
+    let delete = format!(
+        "SELECT array_agg(DISTINCT {FIN}) INTO v_tags
+        FROM mt_old o CROSS JOIN LATERAL (VALUES {}) AS x(t) WHERE x.t IS NOT NULL;",
+        x.all("o")?
+    );
+    let mut sinks = String::new();
+    if let Some(store) = decl.store() {
+        let _ = write!(
+            sinks,
+            "
+    -- The PgStore, in this transaction: a fill that overlaps it is never served after it.
+    PERFORM {}.invalidate(CASE WHEN cardinality(v_tags) > {} THEN ARRAY[{all_tag}] ELSE v_tags END);",
+            store.quoted(),
+            decl.store_tag_limit()
+        );
+    }
+    if decl.notifies() {
+        let _ = write!(
+            sinks,
+            "
+    -- Other processes and stores, at commit.
+    PERFORM {}.notify({}, {all_tag}, v_tags, {});",
+            capture.quoted(),
+            literal(decl.notify_channel()),
+            decl.notify_limit()
+        );
+    }
+    let body = format!(
+        "
+-- Generated by matroska-pg (format {FORMAT}) for {table_q}: kind {kind_lit}.
+DECLARE
+    v_tags text[];
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        {insert}
+    ELSIF TG_OP = 'UPDATE' THEN
+        {update}
+    ELSIF TG_OP = 'DELETE' THEN
+        {delete}
+    ELSE
+        v_tags := ARRAY[{all_tag}];
+    END IF;
+    IF v_tags IS NULL THEN
+        RETURN NULL;
+    END IF;
+    IF TG_OP <> 'TRUNCATE' THEN
+        v_tags := array_append(v_tags, {any_tag}::text);
+    END IF;{sinks}
+    RETURN NULL;
+END
+",
+        table_q = table.quoted(),
+        kind_lit = literal(decl.kind()),
+    );
+    Ok(body)
+}
+
+/// Generates the SQL of one table.
+pub(crate) fn generate(
+    capture: &SchemaName,
+    decl: &TableCapture,
+    table: &Resolved,
+) -> Result<Generated> {
+    decl.validate()?;
+    let names = names(capture, &table.schema, &table.name);
+    let body = function_body(capture, decl, table)?;
+    let quote = dollar_tag(&body);
+    let function = format!("{}.{}", capture.quoted(), ident(&names.function));
+    let target = table.quoted();
+    let [ins, upd, del, trunc] = &names.triggers;
+    let declaration = serde_json::to_string(decl).map_err(|e| CaptureError::Declaration {
+        table: table.quoted(),
+        reason: format!("cannot record the declaration: {e}"),
+    })?;
+    let opt = |v: Option<&str>| v.map_or_else(|| "NULL".to_owned(), literal);
+    let sql = format!(
+        "CREATE OR REPLACE FUNCTION {function}() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET enable_nestloop = off
+AS {quote}{body}{quote};
+
+CREATE OR REPLACE TRIGGER {ins} AFTER INSERT ON {target}
+    REFERENCING NEW TABLE AS mt_new FOR EACH STATEMENT EXECUTE FUNCTION {function}();
+CREATE OR REPLACE TRIGGER {upd} AFTER UPDATE ON {target}
+    REFERENCING OLD TABLE AS mt_old NEW TABLE AS mt_new FOR EACH STATEMENT EXECUTE FUNCTION {function}();
+CREATE OR REPLACE TRIGGER {del} AFTER DELETE ON {target}
+    REFERENCING OLD TABLE AS mt_old FOR EACH STATEMENT EXECUTE FUNCTION {function}();
+CREATE OR REPLACE TRIGGER {trunc} AFTER TRUNCATE ON {target}
+    FOR EACH STATEMENT EXECUTE FUNCTION {function}();
+
+INSERT INTO {cap}.installed (table_schema, table_name, table_oid, kind, channel,
+    store_schema, function_name, trigger_names, declaration, format)
+VALUES ({schema_lit}, {name_lit}, {oid}::oid, {kind_lit}, {channel}, {store}, {fn_lit},
+    ARRAY[{trigger_lits}]::text[], {decl_lit}::jsonb, {FORMAT})
+ON CONFLICT (table_schema, table_name) DO UPDATE SET
+    table_oid = excluded.table_oid, kind = excluded.kind, channel = excluded.channel,
+    store_schema = excluded.store_schema, function_name = excluded.function_name,
+    trigger_names = excluded.trigger_names, declaration = excluded.declaration,
+    format = excluded.format, installed_at = clock_timestamp(), installed_by = current_user;
+",
+        ins = ident(ins),
+        upd = ident(upd),
+        del = ident(del),
+        trunc = ident(trunc),
+        cap = capture.quoted(),
+        schema_lit = literal(&table.schema),
+        name_lit = literal(&table.name),
+        oid = table.oid,
+        kind_lit = literal(decl.kind()),
+        channel = opt(decl.notifies().then_some(decl.notify_channel())),
+        store = opt(decl.store().map(SchemaName::as_str)),
+        fn_lit = literal(&names.function),
+        trigger_lits = names
+            .triggers
+            .iter()
+            .map(|t| literal(t))
+            .collect::<Vec<_>>()
+            .join(", "),
+        decl_lit = literal(&declaration),
+    );
+    Ok(Generated { names, sql })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::{ScopeSet, TableRef};
+
+    fn table() -> Resolved {
+        let col = |name: &str, encoder| Column {
+            name: name.to_owned(),
+            type_name: "x".to_owned(),
+            encoder,
+        };
+        Resolved {
+            schema: "public".to_owned(),
+            name: "Art\"icles".to_owned(),
+            oid: 42,
+            columns: vec![
+                col("id", Some(Encoder::Int)),
+                col("category", Some(Encoder::Text)),
+                col("published", Some(Encoder::Bool)),
+                col("body", None),
+            ],
+        }
+    }
+
+    fn decl() -> TableCapture {
+        TableCapture::new(TableRef::parse("articles").unwrap(), "art'icle")
+            .id(["id"])
+            .scope(ScopeSet::new(["published", "category"]).watch(["body"]))
+    }
+
+    #[test]
+    fn generated_sql_quotes_and_sorts() {
+        let capture = SchemaName::new("cap").unwrap();
+        let generated = generate(&capture, &decl(), &table()).unwrap();
+        let sql = &generated.sql;
+        assert!(sql.contains(r#""public"."Art""icles""#), "{sql}");
+        // Fields in byte order, the kind's quote doubled in the literal.
+        assert!(
+            sql.contains("'s:art''icle:category=' || CASE WHEN (o.\"category\") IS NULL"),
+            "{sql}"
+        );
+        assert!(
+            sql.contains("ROW(o.\"body\", o.\"category\", o.\"published\")"),
+            "{sql}"
+        );
+        assert!(sql.contains("'a:art''icle'"), "{sql}");
+        assert!(!sql.contains(".invalidate("), "no store declared");
+        assert_eq!(generated.names.triggers[0], "cap_ins");
+    }
+
+    #[test]
+    fn unsupported_encoded_columns_are_refused_with_the_list() {
+        let capture = SchemaName::new("cap").unwrap();
+        let bad = decl().scope(ScopeSet::new(["body"]));
+        let err = generate(&capture, &bad, &table()).unwrap_err();
+        assert!(matches!(err, CaptureError::UnsupportedType { .. }), "{err}");
+        assert!(err.to_string().contains("timestamptz"), "{err}");
+        let missing = decl().id(["nope"]);
+        assert!(matches!(
+            generate(&capture, &missing, &table()),
+            Err(CaptureError::ColumnNotFound { .. })
+        ));
+    }
+
+    #[test]
+    fn names_fit_in_63_bytes() {
+        let capture = SchemaName::new("c".repeat(63)).unwrap();
+        let n = names(&capture, &"s".repeat(63), &"t".repeat(63));
+        assert!(n.function.len() <= 63);
+        assert!(n.triggers.iter().all(|t| t.len() <= 63));
+        assert_ne!(n.triggers[0], n.triggers[1]);
+        let other = names(&capture, &"s".repeat(63), &format!("{}u", "t".repeat(62)));
+        assert_ne!(n.function, other.function);
+    }
+}
