@@ -1,9 +1,15 @@
 //! Commit-to-invalidation latency of the change-capture listener.
 //!
-//! A writer connection (plain tokio-postgres, no Matroska on its path) runs
-//! `BEGIN; SELECT pg_notify(channel, '{"v":1,"tags":["i:bench:N"]}'); COMMIT`, as the triggers
-//! will. A [`Listener`] with an applier invalidates the tag in a store holding an entry with it.
-//! Measured from the moment `COMMIT` returns to the writer:
+//! A writer connection (plain tokio-postgres, no Matroska on its path) commits one change per
+//! update N, and a [`Listener`] with an applier invalidates its tag `i:bench:N` in a store
+//! holding an entry `bench:N` that depends on it. The change is, by default,
+//! `BEGIN; SELECT pg_notify(channel, '{"v":1,"tags":["i:bench:N"]}'); COMMIT` (what the triggers
+//! send, without them). With `--trigger` it is a plain autocommit
+//! `UPDATE items SET version = version + 1 WHERE id = N` on a private table with change capture
+//! installed (`Capture::install`: kind `bench`, id `id`, NOTIFY only, a capture schema and a
+//! channel of its own): the generated trigger computes the tags (`i:bench:N`, `k:bench`) and
+//! sends them at commit, and the entry depends on `Dep::id("bench", N)`. The table and its
+//! schemas are dropped at the end. Measured from the moment the commit returns to the writer:
 //!
 //! - default (one process, separate connections): until the subscriber received the event, and
 //!   until the applier's store call returned (signalled by `on_applied`); the entry is then
@@ -14,11 +20,15 @@
 //! ```text
 //! ./scripts/with-servers sh -c 'cargo run --release -p matroska-postgres --example listener_latency -- \
 //!     --postgres-url "$MATROSKA_TEST_POSTGRES_URL" --redis-url "$MATROSKA_TEST_REDIS_URL" --updates 1000'
+//! # through the generated trigger, the writer and the listener in two processes:
+//! cargo run --release -p matroska-postgres --example listener_latency -- \
+//!     --postgres-url postgres://postgres@127.0.0.1:5432/postgres --redis-url redis://127.0.0.1:6379 \
+//!     --updates 1000 --trigger --two-process
 //! ```
 //!
 //! Options: `--postgres-url URL` (default `$MATROSKA_TEST_POSTGRES_URL`), `--redis-url URL`
 //! (default `$MATROSKA_TEST_REDIS_URL`; `--memory` ignores it), `--updates N` (1000),
-//! `--warmup N` (50), `--two-process`, `--json`.
+//! `--warmup N` (50), `--trigger`, `--two-process`, `--json`.
 
 // Printing the figures is this program's job.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -31,8 +41,9 @@ use std::time::{Duration, Instant};
 
 use matroska_core::store::Lookup;
 use matroska_core::{Bytes, Dep, Key, MemoryStore, Store, Tag};
+use matroska_postgres::capture::{Capture, TableCapture, TableRef};
 use matroska_postgres::listener::{Event, Listener, encode_payload};
-use matroska_redis::RedisStore;
+use matroska_redis::{KeyLayout, RedisStore, redis};
 use tokio::sync::mpsc;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -48,6 +59,8 @@ struct Options {
     updates: usize,
     warmup: usize,
     two_process: bool,
+    /// The writer UPDATEs a captured table instead of calling `pg_notify` itself.
+    trigger: bool,
     json: bool,
     /// Internal: run as the listener child of `--two-process` (channel, prefix).
     child: Option<(String, String)>,
@@ -63,6 +76,7 @@ fn parse_args() -> Result<Options> {
         updates: 1000,
         warmup: 50,
         two_process: false,
+        trigger: false,
         json: false,
         child: None,
     };
@@ -75,6 +89,7 @@ fn parse_args() -> Result<Options> {
             "--updates" => options.updates = value("--updates")?.parse()?,
             "--warmup" => options.warmup = value("--warmup")?.parse()?,
             "--two-process" => options.two_process = true,
+            "--trigger" => options.trigger = true,
             "--json" => options.json = true,
             "--child" => {
                 let channel = value("--child")?;
@@ -108,13 +123,88 @@ async fn main() -> Result<()> {
     if let Some((channel, prefix)) = &options.child {
         return child(&options, channel, prefix).await;
     }
-    let series = if options.two_process {
-        two_process(&options).await?
+    let channel = unique("bench_listener");
+    let captured = if options.trigger {
+        Some(Captured::install(&options, &channel).await?)
     } else {
-        one_process(&options).await?
+        None
     };
-    report(&options, &series);
+    let series = if options.two_process {
+        two_process(&options, &channel, captured.as_ref()).await
+    } else {
+        one_process(&options, &channel, captured.as_ref()).await
+    };
+    if let Some(captured) = captured {
+        captured.remove(&options.postgres_url).await?;
+    }
+    report(&options, &series?);
     Ok(())
+}
+
+/// `--trigger`: a private table `items` of `--warmup` + `--updates` rows, with change capture
+/// installed (kind `bench`, NOTIFY only on the run's channel, a capture schema of its own).
+struct Captured {
+    schema: String,
+    capture: String,
+}
+
+impl Captured {
+    async fn install(options: &Options, channel: &str) -> Result<Self> {
+        let schema = unique("bench_listener_app");
+        let captured = Self {
+            capture: format!("{schema}_cap"),
+            schema,
+        };
+        if let Err(error) = captured.create(options, channel).await {
+            if let Err(cleanup) = captured.remove(&options.postgres_url).await {
+                eprintln!("cleanup failed: {cleanup}");
+            }
+            return Err(error);
+        }
+        Ok(captured)
+    }
+
+    async fn create(&self, options: &Options, channel: &str) -> Result<()> {
+        let mut admin = writer(&options.postgres_url).await?;
+        let rows = i64::try_from(options.warmup + options.updates)?;
+        admin
+            .batch_execute(&format!(
+                "CREATE SCHEMA \"{0}\";
+                 CREATE TABLE \"{0}\".items (id bigint PRIMARY KEY, version bigint NOT NULL);
+                 INSERT INTO \"{0}\".items SELECT g, 0 FROM generate_series(0, {rows} - 1) g",
+                self.schema
+            ))
+            .await?;
+        admin
+            .batch_execute(&format!("VACUUM ANALYZE \"{}\".items", self.schema))
+            .await?;
+        let items = TableCapture::new(TableRef::new(Some(&self.schema), "items")?, "bench")
+            .id(["id"])
+            .channel(channel);
+        Capture::new(&self.capture)?
+            .install(&mut admin, &[items])
+            .await?;
+        Ok(())
+    }
+
+    /// The UPDATE the writer runs for update `$1`.
+    fn update_sql(&self) -> String {
+        format!(
+            "UPDATE \"{}\".items SET version = version + 1 WHERE id = $1",
+            self.schema
+        )
+    }
+
+    async fn remove(&self, url: &str) -> Result<()> {
+        let admin = writer(url).await?;
+        admin
+            .batch_execute(&format!(
+                "DROP SCHEMA IF EXISTS \"{}\" CASCADE; DROP SCHEMA IF EXISTS \"{}\" CASCADE",
+                self.schema, self.capture
+            ))
+            .await?;
+        Ok(())
+    }
 }
 
 /// A named list of signed latencies in nanoseconds.
@@ -156,18 +246,65 @@ async fn writer(url: &str) -> Result<tokio_postgres::Client> {
     Ok(client)
 }
 
-/// `BEGIN; SELECT pg_notify(..); COMMIT` on the writer; returns when COMMIT returned.
-async fn commit_one(
-    writer: &mut tokio_postgres::Client,
-    statement: &tokio_postgres::Statement,
-    channel: &str,
-    tag: &Tag,
-) -> Result<Instant> {
-    let payload = encode_payload(std::slice::from_ref(tag));
-    let tx = writer.transaction().await?;
-    tx.execute(statement, &[&channel, &payload]).await?;
-    tx.commit().await?;
-    Ok(Instant::now())
+/// The writer: its connection and the statement it runs per update.
+struct Writer {
+    client: tokio_postgres::Client,
+    statement: tokio_postgres::Statement,
+    channel: String,
+    /// `--trigger`: the statement is the UPDATE of a captured table.
+    trigger: bool,
+}
+
+impl Writer {
+    async fn new(url: &str, channel: &str, captured: Option<&Captured>) -> Result<Self> {
+        let client = writer(url).await?;
+        let sql = captured.map_or_else(
+            || "SELECT pg_notify($1, $2)".to_owned(),
+            Captured::update_sql,
+        );
+        let statement = client.prepare(&sql).await?;
+        Ok(Self {
+            client,
+            statement,
+            channel: channel.to_owned(),
+            trigger: captured.is_some(),
+        })
+    }
+
+    /// What the round trip series is called.
+    fn name(&self) -> &'static str {
+        if self.trigger {
+            "writer UPDATE round trips (autocommit, trigger)"
+        } else {
+            "writer BEGIN..COMMIT round trips"
+        }
+    }
+
+    /// Commits update `n`, whose tag is `tag`: `UPDATE .. WHERE id = n` (autocommit), or
+    /// `BEGIN; SELECT pg_notify(..); COMMIT`. Returns when the commit returned.
+    async fn commit(&mut self, n: i64, tag: &Tag) -> Result<Instant> {
+        if self.trigger {
+            let updated = self.client.execute(&self.statement, &[&n]).await?;
+            if updated != 1 {
+                return Err(format!("UPDATE of row {n} changed {updated} rows").into());
+            }
+            return Ok(Instant::now());
+        }
+        let payload = encode_payload(std::slice::from_ref(tag));
+        let tx = self.client.transaction().await?;
+        tx.execute(&self.statement, &[&self.channel, &payload])
+            .await?;
+        tx.commit().await?;
+        Ok(Instant::now())
+    }
+}
+
+/// How the writer changes things, for the report.
+fn mode(captured: Option<&Captured>) -> String {
+    captured.map_or_else(
+        || "writer: SELECT pg_notify".to_owned(),
+        |c| format!("writer: UPDATE \"{}\".items, capture trigger", c.schema),
+    )
 }
 
 /// Waits for the report of `tag` on `rx`.
@@ -185,12 +322,19 @@ async fn wait_for(
     }
 }
 
-async fn one_process(options: &Options) -> Result<Vec<Series>> {
-    let channel = unique("bench_listener");
-    let (store, store_name) = store_for(options, &unique("bench_listener")).await?;
-    eprintln!("one process, store: {store_name}, channel {channel}");
+async fn one_process(
+    options: &Options,
+    channel: &str,
+    captured: Option<&Captured>,
+) -> Result<Vec<Series>> {
+    let prefix = unique("bench_listener");
+    let (store, store_name) = store_for(options, &prefix).await?;
+    eprintln!(
+        "one process, store: {store_name}, channel {channel}, {}",
+        mode(captured)
+    );
     let listener = Listener::builder(&options.postgres_url)
-        .channel(&channel)
+        .channel(channel)
         .watch_kinds(["bench"])
         .start()?;
     let (applied_tx, mut applied_rx) = mpsc::unbounded_channel();
@@ -211,12 +355,12 @@ async fn one_process(options: &Options) -> Result<Vec<Series>> {
         }
     });
     listener.wait_connected(LIMIT).await?;
-    let mut writer = writer(&options.postgres_url).await?;
-    let statement = writer.prepare("SELECT pg_notify($1, $2)").await?;
+    let mut writer = Writer::new(&options.postgres_url, channel, captured).await?;
 
     let (mut commit, mut event, mut applied) = (Vec::new(), Vec::new(), Vec::new());
     for n in 0..options.warmup + options.updates {
-        let tag = Dep::id("bench", i64::try_from(n)?).to_tag()?;
+        let id = i64::try_from(n)?;
+        let tag = Dep::id("bench", id).to_tag()?;
         let key = Key::new(format!("bench:{n}"))?;
         store
             .put(
@@ -228,7 +372,7 @@ async fn one_process(options: &Options) -> Result<Vec<Series>> {
             )
             .await?;
         let begin = Instant::now();
-        let committed = commit_one(&mut writer, &statement, &channel, &tag).await?;
+        let committed = writer.commit(id, &tag).await?;
         let event_at = wait_for(&mut event_rx, &tag).await?;
         let applied_at = wait_for(&mut applied_rx, &tag).await?;
         if let Lookup::Hit(_) = store.get(&key).await? {
@@ -241,12 +385,12 @@ async fn one_process(options: &Options) -> Result<Vec<Series>> {
         }
     }
     listener.shutdown().await;
-    if options.redis_url.is_some() {
-        store.clear().await?;
+    if let Some(url) = &options.redis_url {
+        remove_namespace(url, &prefix).await?;
     }
     Ok(vec![
         Series {
-            name: "writer BEGIN..COMMIT round trips",
+            name: writer.name(),
             nanos: commit,
         },
         Series {
@@ -260,19 +404,25 @@ async fn one_process(options: &Options) -> Result<Vec<Series>> {
     ])
 }
 
-async fn two_process(options: &Options) -> Result<Vec<Series>> {
+async fn two_process(
+    options: &Options,
+    channel: &str,
+    captured: Option<&Captured>,
+) -> Result<Vec<Series>> {
     if options.redis_url.is_none() {
         return Err("--two-process needs --redis-url (the processes share the store)".into());
     }
-    let channel = unique("bench_listener");
     let prefix = unique("bench_listener");
     let (store, _) = store_for(options, &prefix).await?;
-    eprintln!("two processes, store: RedisStore, channel {channel}");
+    eprintln!(
+        "two processes, store: RedisStore, channel {channel}, {}",
+        mode(captured)
+    );
     let mut args = vec![
         "--postgres-url".to_owned(),
         options.postgres_url.clone(),
         "--child".to_owned(),
-        channel.clone(),
+        channel.to_owned(),
         prefix.clone(),
     ];
     if let Some(url) = &options.redis_url {
@@ -293,24 +443,56 @@ async fn two_process(options: &Options) -> Result<Vec<Series>> {
         let _ = child.kill();
         return Err(format!("the listener process did not start: {ready:?}").into());
     }
-    let result = measure_two_process(options, &store, &channel).await;
+    let result = measure_two_process(options, &store, channel, captured).await;
     // Closing its stdin ends the child.
     drop(child.stdin.take());
     let _ = child.wait();
-    store.clear().await?;
+    if let Some(url) = &options.redis_url {
+        remove_namespace(url, &prefix).await?;
+    }
     result
+}
+
+/// Deletes every Redis key of the store's namespace `prefix` (`clear` leaves its counters).
+async fn remove_namespace(url: &str, prefix: &str) -> Result<()> {
+    let mut redis = redis::Client::open(url)?
+        .get_multiplexed_async_connection()
+        .await?;
+    let pattern = KeyLayout::new(prefix)?.pattern();
+    let mut cursor = 0_u64;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut redis)
+            .await?;
+        if !keys.is_empty() {
+            let () = redis::cmd("UNLINK")
+                .arg(&keys)
+                .query_async(&mut redis)
+                .await?;
+        }
+        if next == 0 {
+            return Ok(());
+        }
+        cursor = next;
+    }
 }
 
 async fn measure_two_process(
     options: &Options,
     store: &Arc<dyn Store>,
     channel: &str,
+    captured: Option<&Captured>,
 ) -> Result<Vec<Series>> {
-    let mut writer = writer(&options.postgres_url).await?;
-    let statement = writer.prepare("SELECT pg_notify($1, $2)").await?;
+    let mut writer = Writer::new(&options.postgres_url, channel, captured).await?;
     let (mut commit, mut gone, mut polls) = (Vec::new(), Vec::new(), Vec::new());
     for n in 0..options.warmup + options.updates {
-        let tag = Dep::id("bench", i64::try_from(n)?).to_tag()?;
+        let id = i64::try_from(n)?;
+        let tag = Dep::id("bench", id).to_tag()?;
         let key = Key::new(format!("bench:{n}"))?;
         store
             .put(
@@ -322,7 +504,7 @@ async fn measure_two_process(
             )
             .await?;
         let begin = Instant::now();
-        let committed = commit_one(&mut writer, &statement, channel, &tag).await?;
+        let committed = writer.commit(id, &tag).await?;
         let mut count = 0_i64;
         let gone_at = loop {
             count += 1;
@@ -341,7 +523,7 @@ async fn measure_two_process(
     }
     Ok(vec![
         Series {
-            name: "writer BEGIN..COMMIT round trips",
+            name: writer.name(),
             nanos: commit,
         },
         Series {
