@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 use matroska_core::{Cache, Dep, Loaded, Scopes};
 use matroska_postgres::capture::{Capture, ScopeSet, TableCapture, TableRef};
 use matroska_postgres::listener::{GapReason, Listener};
-use matroska_redis::{KeyLayout, RedisStore, redis};
+use matroska_redis::RedisStore;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value as Json, json};
 use tokio::sync::{mpsc, watch};
@@ -570,31 +570,13 @@ async fn cleanup(options: &Options, names: &Names, db: &mut Client) -> Result<()
     ))
     .await?;
     uninstalled?;
-    let mut redis = redis::Client::open(options.redis_url.as_str())?
-        .get_multiplexed_async_connection()
+    RedisStore::builder(options.redis_url.as_str())
+        .prefix(names.prefix.as_str())
+        .build()
+        .await?
+        .remove_namespace()
         .await?;
-    let pattern = KeyLayout::new(&names.prefix)?.pattern();
-    let mut cursor = 0_u64;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(&pattern)
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut redis)
-            .await?;
-        if !keys.is_empty() {
-            let () = redis::cmd("UNLINK")
-                .arg(&keys)
-                .query_async(&mut redis)
-                .await?;
-        }
-        if next == 0 {
-            return Ok(());
-        }
-        cursor = next;
-    }
+    Ok(())
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

@@ -43,7 +43,7 @@ use matroska_core::store::Lookup;
 use matroska_core::{Bytes, Dep, Key, MemoryStore, Store, Tag};
 use matroska_postgres::capture::{Capture, TableCapture, TableRef};
 use matroska_postgres::listener::{Event, Listener, encode_payload};
-use matroska_redis::{KeyLayout, RedisStore, redis};
+use matroska_redis::RedisStore;
 use tokio::sync::mpsc;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -455,31 +455,9 @@ async fn two_process(
 
 /// Deletes every Redis key of the store's namespace `prefix` (`clear` leaves its counters).
 async fn remove_namespace(url: &str, prefix: &str) -> Result<()> {
-    let mut redis = redis::Client::open(url)?
-        .get_multiplexed_async_connection()
-        .await?;
-    let pattern = KeyLayout::new(prefix)?.pattern();
-    let mut cursor = 0_u64;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(&pattern)
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut redis)
-            .await?;
-        if !keys.is_empty() {
-            let () = redis::cmd("UNLINK")
-                .arg(&keys)
-                .query_async(&mut redis)
-                .await?;
-        }
-        if next == 0 {
-            return Ok(());
-        }
-        cursor = next;
-    }
+    let store = RedisStore::builder(url).prefix(prefix).build().await?;
+    store.remove_namespace().await?;
+    Ok(())
 }
 
 async fn measure_two_process(

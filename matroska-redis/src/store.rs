@@ -324,6 +324,55 @@ impl RedisStore {
         }
     }
 
+    /// Deletes every key of the store's namespace (`SCAN MATCH {prefix}:*` and `UNLINK`, a
+    /// thousand keys a step): entries, indexes, stamps and the namespace's counters, which
+    /// [`Store::clear`] keeps. For tests, demos and decommissioning a namespace; fill tokens
+    /// issued before are rejected afterwards (the namespace's epoch goes with it). Returns how
+    /// many keys were deleted.
+    ///
+    /// # Errors
+    ///
+    /// The store's error; keys deleted before it stay deleted.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn example() -> matroska_core::Result<()> {
+    /// let store = matroska_redis::RedisStore::builder("redis://127.0.0.1")
+    ///     .prefix("demo-1234")
+    ///     .build()
+    ///     .await?;
+    /// // ... run the demo ...
+    /// let deleted = store.remove_namespace().await?;
+    /// println!("removed {deleted} keys");
+    /// # Ok(()) }
+    /// ```
+    pub async fn remove_namespace(&self) -> Result<u64> {
+        let pattern = self.inner.layout.pattern();
+        let mut deleted = 0;
+        let mut cursor = 0_u64;
+        loop {
+            let mut scan = redis::cmd("SCAN");
+            scan.arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000);
+            let (next, keys): (u64, Vec<String>) = self.command("remove_namespace", &scan).await?;
+            if !keys.is_empty() {
+                let mut unlink = redis::cmd("UNLINK");
+                unlink.arg(&keys);
+                let removed: u64 = self.command("remove_namespace", &unlink).await?;
+                deleted += removed;
+            }
+            if next == 0 {
+                tracing::debug!(namespace = %self.inner.layout.base(), deleted, "matroska-redis: namespace removed");
+                return Ok(deleted);
+            }
+            cursor = next;
+        }
+    }
+
     /// Loads every script and reads the server's clock (also checks the connection).
     pub(crate) async fn load_scripts(&self) -> Result<()> {
         let mut conn = self.inner.conn.clone();

@@ -956,3 +956,45 @@ async fn a_huge_invalidation_runs_as_many_bounded_scripts() {
         .unwrap_or(0);
     assert!(calls >= n / 256, "{calls} scripts for {n} dependents");
 }
+
+/// `remove_namespace` deletes every key of the namespace (entries, indexes, stamps, counters)
+/// and nothing of another; a fill token from before is refused, and the store works on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remove_namespace_deletes_every_key_and_only_those() {
+    let Some((store, mut conn, namespaces, url)) = shared(256).await else {
+        return;
+    };
+    let other = support::store(&url, &namespaces.create()).await;
+    let t = tag(&Dep::id("article", 1));
+    for (s, k) in [(&store, "a"), (&store, "b"), (&other, "a")] {
+        s.put(&key(k), v(k), std::slice::from_ref(&t), None, None)
+            .await
+            .unwrap();
+    }
+    store.invalidate(&[tag(&Dep::tag("x"))]).await.unwrap();
+    let old = miss_token(&store, &key("fill")).await;
+    let prefix = store.layout().prefix().to_owned();
+    let before = support::count_keys(&mut conn, &prefix).await;
+    assert!(before >= 3, "{before} keys");
+
+    let deleted = store.remove_namespace().await.unwrap();
+    assert_eq!(usize::try_from(deleted).unwrap(), before);
+    assert_eq!(support::count_keys(&mut conn, &prefix).await, 0);
+    assert_eq!(
+        hit(&other, &key("a")).await,
+        Some(v("a")),
+        "another namespace is untouched"
+    );
+
+    let outcome = store
+        .put(&key("fill"), v("stale"), &[t], None, Some(&old))
+        .await
+        .unwrap();
+    assert_eq!(outcome, PutOutcome::Stale, "a token from before is refused");
+    store
+        .put(&key("a"), v("again"), &[], None, None)
+        .await
+        .unwrap();
+    assert_eq!(hit(&store, &key("a")).await, Some(v("again")));
+    namespaces.delete_all(&url).await;
+}
