@@ -163,6 +163,17 @@ pub(crate) fn helpers_sql(capture: &SchemaName) -> String {
     HELPERS.replace("{{capture}}", &capture.quoted())
 }
 
+/// The key of `channel` in the transaction-local settings where the helper `notify` records
+/// what a transaction sent (`matroska.n<key>`, `matroska.t<key>`): the first 24 hex digits of
+/// the SHA-256 of the channel's name, as the helper computes it.
+pub(crate) fn channel_key(channel: &str) -> String {
+    let mut key = String::with_capacity(24);
+    for byte in &Sha256::digest(channel.as_bytes())[..12] {
+        let _ = write!(key, "{byte:02x}");
+    }
+    key
+}
+
 /// A name or text value escaped as in [`matroska_core::tag`].
 pub(crate) fn escape(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
@@ -249,6 +260,15 @@ mod tests {
     fn literals_survive_quotes_and_backslashes() {
         assert_eq!(literal("a'b"), "'a''b'");
         assert_eq!(literal(r"a\'b"), r"E'a\\''b'");
+    }
+
+    #[test]
+    fn channel_keys_are_the_helpers() {
+        // left(encode(sha256(convert_to('matroska', 'UTF8')), 'hex'), 24)
+        assert_eq!(channel_key("matroska"), "e705b4c84eb1e8451121585b");
+        assert!(HELPERS.contains(
+            "v_key text := left(encode(sha256(convert_to(p_channel, 'UTF8')), 'hex'), 24);"
+        ));
     }
 
     #[test]
