@@ -613,6 +613,82 @@ async fn an_unwatched_update_touches_only_the_id() {
     env.finish().await;
 }
 
+/// An UPDATE that changes a row's id counts as a delete of the old row and an insert of the new
+/// one (every scope of both), whether one row or several move, and rows whose id is unchanged in
+/// the same statement still pair.
+#[tokio::test]
+async fn an_update_changing_the_id_is_a_delete_and_an_insert() {
+    let Some(url) = url() else { return };
+    let env = Env::new(&url, "cap_idc").await;
+    let rows = [
+        article(1, "news", true),
+        article(2, "sport", false),
+        article(3, "news", true),
+    ];
+    create_articles(&env, &rows).await;
+    install(&env, &[articles_capture(&env)]).await;
+    let mut listener = RawListener::start(&url, &env.channel).await;
+    let writer = connect(&url).await;
+    let table = env.table("articles");
+    writer
+        .execute(
+            &format!(
+                "UPDATE {table} SET id = id + 100, title = 'moved'
+                 WHERE id IN (1, 2) OR (id = 3 AND false)"
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    let sent = listener.tags(&writer, &env.channel).await;
+    let scopes = scopes();
+    let mut expected = BTreeSet::new();
+    for old in &rows[..2] {
+        let new = Article {
+            id: old.id + 100,
+            title: "moved".into(),
+            ..old.clone()
+        };
+        expected.extend(tag_set(&scopes.invalidate_for(Some(old), None, None)));
+        expected.extend(tag_set(&scopes.invalidate_for(None, Some(&new), None)));
+    }
+    assert_eq!(sent, expected);
+    assert!(sent.contains("i:article:1") && sent.contains("i:article:102"));
+
+    // Paired and unpaired rows in one statement: #3 keeps its id (only its title changes),
+    // #101 moves back to 1.
+    writer
+        .execute(
+            &format!(
+                "UPDATE {table} SET id = CASE WHEN id = 101 THEN 1 ELSE id END, title = 'again'
+                 WHERE id IN (3, 101)"
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    let sent = listener.tags(&writer, &env.channel).await;
+    let moved_old = Article {
+        id: 101,
+        title: "moved".into(),
+        ..rows[0].clone()
+    };
+    let moved_new = Article {
+        id: 1,
+        title: "again".into(),
+        ..rows[0].clone()
+    };
+    let mut expected = tag_set(&scopes.invalidate_for(Some(&moved_old), None, None));
+    expected.extend(tag_set(&scopes.invalidate_for(
+        None,
+        Some(&moved_new),
+        None,
+    )));
+    expected.insert("i:article:3".to_owned());
+    assert_eq!(sent, expected);
+    env.finish().await;
+}
+
 /// A rolled-back transaction sends nothing and invalidates nothing; a rolled-back savepoint
 /// neither sends its tags nor keeps them from being sent again later in the transaction; two
 /// statements of one transaction send a tag once.

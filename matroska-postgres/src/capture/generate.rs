@@ -108,6 +108,18 @@ pub(crate) struct Resolved {
 }
 
 impl Resolved {
+    /// A name for the column that marks a row's side in the UPDATE's FULL JOIN: `mt_side`,
+    /// suffixed until no column of the table has it.
+    pub(crate) fn marker(&self) -> String {
+        let mut name = "mt_side".to_owned();
+        let mut n = 0_u32;
+        while self.columns.iter().any(|c| c.name == name) {
+            n += 1;
+            name = format!("mt_side_{n}");
+        }
+        name
+    }
+
     pub(crate) fn quoted(&self) -> String {
         format!("{}.{}", ident(&self.schema), ident(&self.name))
     }
@@ -359,37 +371,38 @@ fn function_body(capture: &SchemaName, decl: &TableCapture, table: &Resolved) ->
         &Scopes::<()>::new(decl.kind().to_owned()).any(),
     )?;
 
-    // UPDATE: paired rows that changed at all give both ids, and both images of each scope set
-    // whose columns changed; rows without a partner (their id changed, or is NULL) give
-    // everything, like a delete and an insert.
-    let mut paired = vec![format!("({})", x.id("o")?), format!("({})", x.id("n")?)];
+    // UPDATE: old and new rows paired by id in one FULL JOIN. Paired rows that changed at all
+    // give both ids, and both images of each scope set whose columns changed; rows without a
+    // partner (their id changed, or is NULL) give everything, like a delete and an insert. `m`
+    // marks which side a row came from, named apart from every column of the table.
+    let m = ident(&table.marker());
+    let mut values = vec![
+        format!("(CASE WHEN o.{m} THEN {} END)", x.id("o")?),
+        format!("(CASE WHEN n.{m} THEN {} END)", x.id("n")?),
+    ];
     for index in 0..decl.scopes().len() {
-        if let Some(changed) = x.changed(index)? {
-            for alias in ["o", "n"] {
-                paired.push(format!(
-                    "(CASE WHEN {changed} THEN {} END)",
-                    x.scope(index, alias)?
-                ));
-            }
+        let changed = x.changed(index)?;
+        for (this, other) in [("o", "n"), ("n", "o")] {
+            let when = match &changed {
+                Some(changed) => format!("{other}.{m} IS NULL OR ({this}.{m} AND {changed})"),
+                None => format!("{other}.{m} IS NULL"),
+            };
+            values.push(format!(
+                "(CASE WHEN {when} THEN {} END)",
+                x.scope(index, this)?
+            ));
         }
     }
-    let pairing = x.pairing();
     let update = format!(
-        "SELECT array_agg(DISTINCT {fin}) INTO v_tags FROM (
-            SELECT v.t FROM mt_old o JOIN mt_new n ON {pairing}
-                CROSS JOIN LATERAL (VALUES {paired}) AS v(t)
-                WHERE NOT pg_catalog.record_image_eq(o.*, n.*)
-            UNION ALL
-            SELECT v.t FROM mt_old o CROSS JOIN LATERAL (VALUES {old_all}) AS v(t)
-                WHERE NOT EXISTS (SELECT 1 FROM mt_new n WHERE {pairing})
-            UNION ALL
-            SELECT v.t FROM mt_new n CROSS JOIN LATERAL (VALUES {new_all}) AS v(t)
-                WHERE NOT EXISTS (SELECT 1 FROM mt_old o WHERE {pairing})
+        "SELECT array_agg(DISTINCT {FIN}) INTO v_tags FROM (
+            SELECT v.t
+            FROM (SELECT true AS {m}, r.* FROM mt_old AS r) AS o
+            FULL JOIN (SELECT true AS {m}, r.* FROM mt_new AS r) AS n ON {pairing}
+            CROSS JOIN LATERAL (VALUES {values}) AS v(t)
+            WHERE o.{m} IS NULL OR n.{m} IS NULL OR NOT pg_catalog.record_image_eq(o.*, n.*)
         ) AS x WHERE x.t IS NOT NULL;",
-        fin = FIN,
-        paired = paired.join(",\n                    "),
-        old_all = x.all("o")?,
-        new_all = x.all("n")?,
+        pairing = x.pairing(),
+        values = values.join(",\n                "),
     );
     let insert = format!(
         "SELECT array_agg(DISTINCT {FIN}) INTO v_tags
@@ -451,13 +464,11 @@ pub(crate) fn generate(
         reason: format!("cannot record the declaration: {e}"),
     })?;
     let opt = |v: Option<&str>| v.map_or_else(|| "NULL".to_owned(), literal);
-    // The transition tables' row counts are unknown to the planner: without nested loops a
-    // 10,000-row statement joins by hash or merge, not 10,000 x 10,000. That inflates the costs
-    // past `jit_above_cost`, and JIT-compiling the tag query took ~1 s per statement, so `jit`
-    // is off as well.
+    // With costs inflated by unknown transition-table sizes, JIT-compiling the tag query took
+    // ~1 s per statement: `jit` is off.
     let sql = format!(
         "CREATE OR REPLACE FUNCTION {function}() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET enable_nestloop = off SET jit = off
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET jit = off
 AS {quote}{body}{quote};
 
 CREATE OR REPLACE TRIGGER {ins} AFTER INSERT ON {target}
@@ -568,6 +579,26 @@ mod tests {
             generate(&capture, &missing, &table()),
             Err(CaptureError::ColumnNotFound { .. })
         ));
+    }
+
+    #[test]
+    fn the_side_marker_is_named_apart_from_the_columns() {
+        let mut t = table();
+        assert_eq!(t.marker(), "mt_side");
+        for name in ["mt_side", "mt_side_1"] {
+            t.columns.push(Column {
+                name: name.to_owned(),
+                type_name: "boolean".to_owned(),
+                encoder: Some(Encoder::Bool),
+            });
+        }
+        assert_eq!(t.marker(), "mt_side_2");
+        let capture = SchemaName::new("cap").unwrap();
+        let sql = generate(&capture, &decl(), &t).unwrap().sql;
+        assert!(
+            sql.contains("SELECT true AS \"mt_side_2\", r.* FROM mt_old"),
+            "{sql}"
+        );
     }
 
     #[test]
