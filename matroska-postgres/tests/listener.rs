@@ -217,7 +217,7 @@ async fn tags_are_applied_to_a_redis_store() {
         .await
         .unwrap();
     applies_to(&url, store.clone()).await;
-    store.clear().await.unwrap();
+    store.remove_namespace().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

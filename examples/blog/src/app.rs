@@ -171,7 +171,7 @@ async fn store(config: &Config) -> Result<Arc<dyn Store>, SetupError> {
     #[cfg(feature = "redis")]
     {
         let store = matroska_redis::RedisStore::builder(url.as_str())
-            .prefix(format!("blog:{}", config.schema))
+            .prefix(config.redis_prefix())
             .build()
             .await
             .map_err(SetupError::Store)?;

@@ -64,6 +64,19 @@ impl Config {
         self
     }
 
+    /// The key prefix of the cache's namespace on Redis: `blog:<schema>`, so that blogs in
+    /// different schemas never share entries.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = matroska_blog::Config::new("postgres://localhost/blog", "blog_a");
+    /// assert_eq!(config.redis_prefix(), "blog:blog_a");
+    /// ```
+    pub fn redis_prefix(&self) -> String {
+        format!("blog:{}", self.schema)
+    }
+
     /// Reads the command line (`args` without the program name), then the environment.
     ///
     /// # Errors

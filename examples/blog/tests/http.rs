@@ -249,6 +249,9 @@ struct Running {
     http: Http,
     truth: Truth,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// The cache's namespace on Redis, removed at the end; `None` in memory.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    redis: Option<(String, String)>,
     _drop_schema: DropSchema,
 }
 
@@ -275,9 +278,10 @@ async fn start(url: String, redis: Option<String>) -> Running {
     };
     let drop_schema = DropSchema(truth.clone());
     let mut config = Config::new(url, schema);
-    if let Some(redis) = redis {
-        config = config.redis(redis);
+    if let Some(redis) = &redis {
+        config = config.redis(redis.clone());
     }
+    let redis = redis.map(|url| (url, config.redis_prefix()));
     let app = App::connect(&config).await.expect("the app starts");
     let mut conn = truth.conn();
     tokio::task::spawn_blocking(move || {
@@ -301,6 +305,7 @@ async fn start(url: String, redis: Option<String>) -> Running {
         http,
         truth,
         server,
+        redis,
         _drop_schema: drop_schema,
     }
 }
@@ -341,6 +346,17 @@ async fn run(store: &str, url: String, redis: Option<String>) {
     blog.server.abort();
     counts.report(store, &blog.app);
     blog.app.clear_cache().await.expect("clear the cache");
+    #[cfg(feature = "redis")]
+    if let Some((url, prefix)) = &blog.redis {
+        matroska_redis::RedisStore::builder(url.as_str())
+            .prefix(prefix.as_str())
+            .build()
+            .await
+            .expect("connect to Redis")
+            .remove_namespace()
+            .await
+            .expect("remove the cache's namespace");
+    }
     assert_eq!(counts.stale, 0, "stale responses:\n{mismatches}");
     assert!(counts.hits > 0, "the cache was never hit");
 }
