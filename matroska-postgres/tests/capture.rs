@@ -21,7 +21,7 @@ use capture_support::{Env, RawListener, WAIT, connect, quote, tags_of, url};
 use matroska_core::store::{Lookup, PutOutcome, Store};
 use matroska_core::{Bytes, Cache, Dep, Key, Loaded, MemoryStore, Scopes, Tag, Value};
 use matroska_postgres::capture::{Capture, CaptureError, ScopeSet, TableCapture, TableRef};
-use matroska_postgres::listener::{Applied, Listener};
+use matroska_postgres::listener::{Applied, ApplierHandle, Listener};
 use tokio::sync::mpsc;
 
 fn tag_set(deps: &[Dep]) -> BTreeSet<String> {
@@ -267,6 +267,31 @@ fn canonical(row: &Thing) -> Thing {
         u: row.u.as_ref().map(|u| u.to_lowercase()),
         ..row.clone()
     }
+}
+
+/// A connected `Listener` on `channel` (watching articles) whose applier invalidates `memory`,
+/// and what the applier applied, as it applies it.
+async fn applying_to(
+    url: &str,
+    channel: &str,
+    memory: &MemoryStore,
+) -> (Listener, ApplierHandle, mpsc::UnboundedReceiver<Applied>) {
+    let listener = Listener::builder(url)
+        .channel(channel)
+        .watch_kinds(["article"])
+        .start()
+        .unwrap();
+    let (applied_tx, applied_rx) = mpsc::unbounded_channel();
+    let applier = listener
+        .applier(memory.clone())
+        .trust_start(true)
+        .on_applied(move |a| {
+            let _ = applied_tx.send(a.clone());
+        })
+        .spawn()
+        .unwrap();
+    listener.wait_connected(WAIT).await.unwrap();
+    (listener, applier, applied_rx)
 }
 
 /// For every row of a table with awkward values (separators, unicode, long values that get
@@ -517,21 +542,7 @@ async fn a_row_moving_between_scopes_invalidates_both() {
     )
     .await;
     let memory = MemoryStore::new();
-    let listener = Listener::builder(&url)
-        .channel(&env.channel)
-        .watch_kinds(["article"])
-        .start()
-        .unwrap();
-    let (applied_tx, mut applied_rx) = mpsc::unbounded_channel();
-    let _applier = listener
-        .applier(memory.clone())
-        .trust_start(true)
-        .on_applied(move |a| {
-            let _ = applied_tx.send(a.clone());
-        })
-        .spawn()
-        .unwrap();
-    listener.wait_connected(WAIT).await.unwrap();
+    let (listener, _applier, mut applied_rx) = applying_to(&url, &env.channel, &memory).await;
 
     let cache = Cache::new(store.clone());
     for (key, category) in [("news", "news"), ("tech", "tech"), ("sports", "sports")] {
@@ -971,21 +982,7 @@ async fn a_bulk_update_of_10000_rows_invalidates_within_the_payload_limit() {
     // Past the cap: a:article, applied through the Listener to a MemoryStore.
     install(&env, &[capture.max_notifies(5)]).await;
     let memory = MemoryStore::new();
-    let listener2 = Listener::builder(&url)
-        .channel(&env.channel)
-        .watch_kinds(["article"])
-        .start()
-        .unwrap();
-    let (applied_tx, mut applied_rx) = mpsc::unbounded_channel();
-    let _applier = listener2
-        .applier(memory.clone())
-        .trust_start(true)
-        .on_applied(move |a| {
-            let _ = applied_tx.send(a.clone());
-        })
-        .spawn()
-        .unwrap();
-    listener2.wait_connected(WAIT).await.unwrap();
+    let (listener2, _applier, mut applied_rx) = applying_to(&url, &env.channel, &memory).await;
     for id in [1_i64, 7777] {
         put_tags(&memory, &format!("article:{id}"), &[Dep::id("article", id)]).await;
     }
