@@ -393,25 +393,28 @@ fn function_body(capture: &SchemaName, decl: &TableCapture, table: &Resolved) ->
             ));
         }
     }
+    // Each row's tags as one array, unnested: a LATERAL VALUES list per row cost a nested loop
+    // and made a 10,000-row UPDATE's tag query three times slower.
     let update = format!(
         "SELECT array_agg(DISTINCT {FIN}) INTO v_tags FROM (
-            SELECT v.t
+            SELECT unnest(ARRAY[{values}]) AS t
             FROM (SELECT true AS {m}, r.* FROM mt_old AS r) AS o
             FULL JOIN (SELECT true AS {m}, r.* FROM mt_new AS r) AS n ON {pairing}
-            CROSS JOIN LATERAL (VALUES {values}) AS v(t)
             WHERE o.{m} IS NULL OR n.{m} IS NULL OR NOT pg_catalog.record_image_eq(o.*, n.*)
         ) AS x WHERE x.t IS NOT NULL;",
         pairing = x.pairing(),
         values = values.join(",\n                "),
     );
     let insert = format!(
-        "SELECT array_agg(DISTINCT {FIN}) INTO v_tags
-        FROM mt_new n CROSS JOIN LATERAL (VALUES {}) AS x(t) WHERE x.t IS NOT NULL;",
+        "SELECT array_agg(DISTINCT {FIN}) INTO v_tags FROM (
+            SELECT unnest(ARRAY[{}]) AS t FROM mt_new AS n
+        ) AS x WHERE x.t IS NOT NULL;",
         x.all("n")?
     );
     let delete = format!(
-        "SELECT array_agg(DISTINCT {FIN}) INTO v_tags
-        FROM mt_old o CROSS JOIN LATERAL (VALUES {}) AS x(t) WHERE x.t IS NOT NULL;",
+        "SELECT array_agg(DISTINCT {FIN}) INTO v_tags FROM (
+            SELECT unnest(ARRAY[{}]) AS t FROM mt_old AS o
+        ) AS x WHERE x.t IS NOT NULL;",
         x.all("o")?
     );
     let sinks = sinks(capture, decl, &all_tag);
