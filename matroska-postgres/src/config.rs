@@ -9,8 +9,8 @@ use matroska_core::{Error, Result};
 use tokio_postgres::Socket;
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 
+use crate::connect::{Connector, Tls};
 use crate::credentials::CredentialProvider;
-use crate::pool::{Connector, NoTlsConnector, TlsConnector};
 use crate::schema::SchemaName;
 use crate::store::PgStore;
 
@@ -188,7 +188,7 @@ impl PgStoreConfig {
             credential_timeout: Duration::from_secs(10),
             auth_attempts: 5,
             application_name: "matroska".to_owned(),
-            connector: Arc::new(NoTlsConnector),
+            connector: Arc::new(Tls(tokio_postgres::NoTls)),
             parse_error: None,
         }
     }
@@ -449,7 +449,7 @@ impl PgStoreConfig {
         T::TlsConnect: Send + Sync,
         <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
     {
-        self.connector = Arc::new(TlsConnector(tls));
+        self.connector = Arc::new(Tls(tls));
         self
     }
 

@@ -53,6 +53,7 @@
 pub mod capture;
 pub mod cleanup;
 pub mod config;
+mod connect;
 pub mod credentials;
 mod error;
 pub mod listener;

@@ -2,62 +2,16 @@
 //! connection and recovers from authentication failures.
 
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
 use deadpool_postgres::ClientWrapper;
-use tokio::task::JoinHandle;
-use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
-use tokio_postgres::{Client, Socket};
 
+use crate::connect::{Connector, ignore_notifications};
 use crate::credentials::{CredentialCache, CredentialError};
 use crate::error::is_auth_failure;
-
-type ConnectFuture =
-    Pin<Box<dyn Future<Output = Result<(Client, JoinHandle<()>), tokio_postgres::Error>> + Send>>;
-
-/// Opens one connection with a complete configuration (TLS erased).
-pub(crate) trait Connector: Send + Sync + 'static {
-    fn connect(&self, config: tokio_postgres::Config) -> ConnectFuture;
-}
-
-/// Plain TCP or Unix sockets.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct NoTlsConnector;
-
-impl Connector for NoTlsConnector {
-    fn connect(&self, config: tokio_postgres::Config) -> ConnectFuture {
-        TlsConnector(tokio_postgres::NoTls).connect(config)
-    }
-}
-
-/// Any `tokio-postgres` TLS connector.
-pub(crate) struct TlsConnector<T>(pub(crate) T);
-
-impl<T> Connector for TlsConnector<T>
-where
-    T: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
-    T::Stream: Send + Sync + 'static,
-    T::TlsConnect: Send + Sync,
-    <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
-{
-    fn connect(&self, config: tokio_postgres::Config) -> ConnectFuture {
-        let tls = self.0.clone();
-        Box::pin(async move {
-            let (client, connection) = config.connect(tls).await?;
-            let task = tokio::spawn(async move {
-                if let Err(error) = connection.await {
-                    tracing::debug!(%error, "matroska-postgres: connection ended with an error");
-                }
-            });
-            Ok((client, task))
-        })
-    }
-}
 
 /// Why a connection could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -101,8 +55,14 @@ impl fmt::Debug for Manager {
 
 impl Manager {
     async fn open(&self, config: tokio_postgres::Config) -> Result<ClientWrapper, ConnectError> {
-        match tokio::time::timeout(self.connect_timeout, self.connector.connect(config)).await {
-            Ok(Ok((client, task))) => {
+        let connect = self.connector.connect(config, ignore_notifications());
+        match tokio::time::timeout(self.connect_timeout, connect).await {
+            Ok(Ok((client, driver))) => {
+                let task = tokio::spawn(async move {
+                    if let Err(error) = driver.await {
+                        tracing::debug!(%error, "matroska-postgres: connection ended with an error");
+                    }
+                });
                 self.counters
                     .connections_opened
                     .fetch_add(1, Ordering::Relaxed);

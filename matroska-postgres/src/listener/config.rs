@@ -9,9 +9,9 @@ use matroska_core::{Dep, Error, Result, Tag};
 use tokio_postgres::Socket;
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 
-use super::connect::{ListenConnector, Tls};
 use super::listen::Listener;
 use crate::config::PgStoreConfig;
+use crate::connect::{Connector, Tls};
 use crate::credentials::CredentialProvider;
 
 /// The channel the triggers notify and listeners listen to unless configured otherwise.
@@ -86,7 +86,7 @@ pub struct ListenerConfig {
     pub credential_refresh_margin: Duration,
     /// How long one call of the credential provider may take (default 10 s).
     pub credential_timeout: Duration,
-    pub(crate) connector: Arc<dyn ListenConnector>,
+    pub(crate) connector: Arc<dyn Connector>,
     pub(crate) parse_error: Option<String>,
 }
 
@@ -447,7 +447,7 @@ pub(crate) struct Settings {
     pub(crate) reconnect_max: Duration,
     pub(crate) buffer: usize,
     pub(crate) credentials: Option<Arc<crate::credentials::CredentialCache>>,
-    pub(crate) connector: Arc<dyn ListenConnector>,
+    pub(crate) connector: Arc<dyn Connector>,
 }
 
 impl fmt::Debug for Settings {

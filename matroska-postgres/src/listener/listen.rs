@@ -15,9 +15,9 @@ use tokio_postgres::{Client, Notification, SimpleQueryMessage};
 use super::apply::Applier;
 use super::backoff::Backoff;
 use super::config::{ListenerConfig, Settings, quote_ident};
-use super::connect::Dispatch;
 use super::event::{Event, Gap, GapReason, TagBatch, parse_payload};
 use super::strategy::Strategy;
+use crate::connect::Dispatch;
 use crate::error::{STORE, is_auth_failure, pg};
 
 /// A connection that lasted this long resets the reconnection back-off.

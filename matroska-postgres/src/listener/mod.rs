@@ -56,7 +56,6 @@
 mod apply;
 mod backoff;
 mod config;
-mod connect;
 mod event;
 mod listen;
 mod strategy;

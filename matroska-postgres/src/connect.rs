@@ -1,6 +1,7 @@
-//! The listener's own connection: unlike the store's pooled ones (whose driver discards
-//! asynchronous messages), it is driven with `Connection::poll_message`, and every notification
-//! is handed to a dispatch function as soon as it is read.
+//! Opening a connection with any TLS connector, erased behind one trait: the store's pool and
+//! the listener both connect through it. The connection is driven with
+//! `Connection::poll_message`, and every notification is handed to a dispatch function as soon
+//! as it is read (the pool's connections ignore them).
 
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
@@ -18,15 +19,20 @@ pub(crate) type Driver = Pin<Box<dyn Future<Output = Result<(), tokio_postgres::
 type ConnectFuture =
     Pin<Box<dyn Future<Output = Result<(Client, Driver), tokio_postgres::Error>> + Send>>;
 
+/// A dispatch function for connections that expect no notifications.
+pub(crate) fn ignore_notifications() -> Dispatch {
+    Arc::new(|_: &Notification| {})
+}
+
 /// Opens a connection whose notifications go to a dispatch function (TLS erased).
-pub(crate) trait ListenConnector: Send + Sync + 'static {
+pub(crate) trait Connector: Send + Sync + 'static {
     fn connect(&self, config: tokio_postgres::Config, dispatch: Dispatch) -> ConnectFuture;
 }
 
 /// Any `tokio-postgres` TLS connector (`NoTls` by default).
 pub(crate) struct Tls<T>(pub(crate) T);
 
-impl<T> ListenConnector for Tls<T>
+impl<T> Connector for Tls<T>
 where
     T: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
     T::Stream: Send + Sync + 'static,
@@ -46,7 +52,7 @@ where
                         Some(Ok(AsyncMessage::Notice(notice))) => tracing::debug!(
                             severity = notice.severity(),
                             message = notice.message(),
-                            "matroska-postgres listener: notice from the server"
+                            "matroska-postgres: notice from the server"
                         ),
                         Some(Ok(_)) => {}
                         Some(Err(error)) => return Err(error),
