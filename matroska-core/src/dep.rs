@@ -275,7 +275,9 @@ pub(crate) fn entry_tags(deps: &[Dep]) -> Result<Vec<Tag>> {
     kinds.sort_unstable();
     kinds.dedup();
     let all = kinds.into_iter().map(Dep::kind).collect::<Vec<_>>();
-    tags_of(deps.iter().chain(&all))
+    let tags = tags_of(deps.iter().chain(&all))?;
+    crate::store::check_tags(&tags)?;
+    Ok(tags)
 }
 
 #[cfg(test)]

@@ -72,6 +72,19 @@ pub enum Error {
         limit: usize,
     },
 
+    /// An entry carries more tags than a store indexes for one entry
+    /// ([`MAX_TAGS_PER_ENTRY`](crate::store::MAX_TAGS_PER_ENTRY)). Depend on something coarser
+    /// instead: a scope, or [`Dep::kind`](crate::Dep::kind) for everything about a kind.
+    #[error(
+        "an entry carries {count} tags, more than the limit of {limit}; depend on a scope or on the whole kind instead of on each row"
+    )]
+    TooManyTags {
+        /// How many distinct tags the entry carries.
+        count: usize,
+        /// The limit.
+        limit: usize,
+    },
+
     /// A list condition names a field set that no [`Scopes::describe`](crate::Scopes::describe)
     /// declared, and the scopes are in strict mode.
     #[error(

@@ -17,10 +17,12 @@ use self::tag_table::{TagState, TagTable};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::key::Key;
-use crate::store::{DEFAULT_FILL_WINDOW, FillToken, KeyTtl, Lookup, PutOutcome, Store, check_ttl};
+use crate::store::{
+    DEFAULT_FILL_WINDOW, FillToken, KeyTtl, Lookup, PutOutcome, Store, check_tags, check_ttl,
+};
 use crate::tag::Tag;
 
-/// How many invalidated entries a write operation reclaims on the side.
+/// How many invalidated entries a write operation reclaims on the side, by default.
 const RECLAIM_CHUNK: usize = 16;
 /// Every this many writes, one shard of the tag table is swept of unused tags.
 const SWEEP_EVERY: u64 = 256;
@@ -70,6 +72,7 @@ struct Inner {
     clock: Arc<dyn Clock>,
     fill_window: Duration,
     max_value_len: usize,
+    reclaim_chunk: usize,
 }
 
 /// A stored entry; its identity (for reclamation) is its allocation.
@@ -105,6 +108,7 @@ pub struct MemoryStoreBuilder {
     bound: Bound,
     clock: Arc<dyn Clock>,
     fill_window: Duration,
+    reclaim_chunk: usize,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -172,6 +176,20 @@ impl MemoryStoreBuilder {
         self
     }
 
+    /// How many invalidated entries each write reclaims on the side (default 16, at least 1).
+    /// Invalidation itself is immediate whatever this is; it bounds the extra work of a write.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let store = matroska_core::MemoryStore::builder().reclaim_chunk(4).build();
+    /// # let _ = store;
+    /// ```
+    pub fn reclaim_chunk(mut self, entries: usize) -> Self {
+        self.reclaim_chunk = entries.max(1);
+        self
+    }
+
     /// Builds the store.
     ///
     /// # Examples
@@ -205,6 +223,7 @@ impl MemoryStoreBuilder {
                 clock: self.clock,
                 fill_window: self.fill_window,
                 max_value_len,
+                reclaim_chunk: self.reclaim_chunk,
             }),
         }
     }
@@ -261,6 +280,7 @@ impl MemoryStore {
             bound: Bound::Entries(100_000),
             clock: Arc::new(SystemClock),
             fill_window: DEFAULT_FILL_WINDOW,
+            reclaim_chunk: RECLAIM_CHUNK,
         }
     }
 
@@ -392,7 +412,7 @@ impl Inner {
 
     /// Bounded housekeeping on the write path.
     fn after_write(&self) {
-        self.reclaim(RECLAIM_CHUNK);
+        self.reclaim(self.reclaim_chunk);
         if self.writes.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
             let pruned = self.tags.sweep_next(self.now(), self.fill_window);
             if pruned > 0 {
@@ -436,6 +456,7 @@ impl Store for MemoryStore {
         token: Option<&FillToken>,
     ) -> Result<PutOutcome> {
         check_ttl(ttl)?;
+        check_tags(tags)?;
         let inner = &self.inner;
         if value.len() > inner.max_value_len {
             return Err(Error::ValueTooLarge {

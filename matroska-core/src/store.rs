@@ -257,6 +257,40 @@ impl KeyTtl {
     }
 }
 
+/// The most tags one entry may carry. Every read of an entry that needs its full check, and
+/// every put, costs work per tag, so the number is bounded; a list of more rows than this should
+/// depend on its scope or on [`Dep::kind`](crate::Dep::kind) rather than on each row.
+pub const MAX_TAGS_PER_ENTRY: usize = 1024;
+
+/// Checks the tags of an entry before anything is written: at most [`MAX_TAGS_PER_ENTRY`].
+///
+/// # Errors
+///
+/// [`Error::TooManyTags`] when there are more.
+///
+/// # Examples
+///
+/// ```
+/// use matroska_core::{Dep, store::{MAX_TAGS_PER_ENTRY, check_tags}};
+///
+/// let tags: Vec<_> = (0..3).map(|i| Dep::id("row", i).to_tag()).collect::<Result<_, _>>()?;
+/// assert!(check_tags(&tags).is_ok());
+/// let many: Vec<_> = (0..=MAX_TAGS_PER_ENTRY as i64)
+///     .map(|i| Dep::id("row", i).to_tag())
+///     .collect::<Result<_, _>>()?;
+/// assert!(check_tags(&many).is_err());
+/// # Ok::<(), matroska_core::Error>(())
+/// ```
+pub fn check_tags(tags: &[Tag]) -> Result<()> {
+    if tags.len() > MAX_TAGS_PER_ENTRY {
+        return Err(Error::TooManyTags {
+            count: tags.len(),
+            limit: MAX_TAGS_PER_ENTRY,
+        });
+    }
+    Ok(())
+}
+
 /// Checks a time to live before anything is written: `None` (no expiry) or at least 1 ms.
 ///
 /// # Errors
@@ -308,6 +342,8 @@ pub trait Store: fmt::Debug + Send + Sync + 'static {
     /// Contract:
     /// - `ttl: None` means no expiry; `Some(d)` expires after `d` (≥ 1 ms, else
     ///   [`Error::InvalidTtl`] before anything is written) \[`expiry::*`\];
+    /// - more than [`MAX_TAGS_PER_ENTRY`] tags is [`Error::TooManyTags`] before anything is
+    ///   written \[`edge_cases::too_many_tags_are_rejected_and_nothing_is_lost`\];
     /// - with a `token` from [`Store::get`], the put is [`PutOutcome::Stale`] and changes nothing
     ///   if any of `tags` was invalidated after the token was issued, or the token is older than
     ///   the fill window \[`invariants::inv2_*`\];

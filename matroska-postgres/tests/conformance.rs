@@ -58,6 +58,22 @@ impl Harness for PgHarness {
         self.schemas.drop_all().await;
     }
 
+    /// One row per invalidation batch: every continued batch runs.
+    async fn small_store(&self) -> PgStore {
+        let store = self
+            .schemas
+            .config("matroska_test")
+            .batch_size(1)
+            .build()
+            .expect("a valid configuration");
+        store.migrate().await.expect("migrate the test schema");
+        store
+    }
+
+    async fn housekeep(&self, store: &PgStore) {
+        store.cleanup().await.expect("cleanup");
+    }
+
     fn fill_window(&self) -> Duration {
         FILL_WINDOW
     }

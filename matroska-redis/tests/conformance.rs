@@ -60,6 +60,21 @@ impl Harness for RedisHarness {
         self.namespaces.delete_all(&self.url).await;
     }
 
+    /// One member per script budget: every set-aside and budget-exhausted path runs.
+    async fn small_store(&self) -> RedisStore {
+        RedisStore::builder(self.url.as_str())
+            .prefix(self.namespaces.create())
+            .fill_window(FILL_WINDOW)
+            .reclaim_chunk(1)
+            .build()
+            .await
+            .unwrap()
+    }
+
+    async fn housekeep(&self, store: &RedisStore) {
+        store.reclaim().await.unwrap();
+    }
+
     fn fill_window(&self) -> Duration {
         FILL_WINDOW
     }

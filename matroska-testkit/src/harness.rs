@@ -11,8 +11,9 @@ use matroska_core::{Store, Tag};
 /// How long one case may run before it fails as hung.
 pub const CASE_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// What the conformance suite needs from a store under test: fresh isolated stores, a way to let
-/// time pass, and a way to lose index metadata.
+/// What the conformance suite and the model-based checker need from a store under test: fresh
+/// isolated stores (also with tiny work budgets), a way to let time pass, ways to lose metadata
+/// as evictions and restarts do, and the store's housekeeping.
 ///
 /// # Examples
 ///
@@ -41,6 +42,15 @@ pub const CASE_TIMEOUT: Duration = Duration::from_secs(120);
 ///         store.simulate_index_loss(tag);
 ///     }
 ///     async fn cleanup(&self) {}
+///     async fn small_store(&self) -> MemoryStore {
+///         MemoryStore::builder().clock(self.clock.clone()).reclaim_chunk(1).build()
+///     }
+///     async fn housekeep(&self, store: &MemoryStore) {
+///         store.run_pending_tasks();
+///     }
+///     fn exact_time(&self) -> bool {
+///         true
+///     }
 /// }
 /// ```
 pub trait Harness: Send + Sync + Sized + 'static {
@@ -64,6 +74,39 @@ pub trait Harness: Send + Sync + Sized + 'static {
     /// Removes everything this harness created (namespaces, schemas). Runs after every case, also
     /// when the case failed.
     fn cleanup(&self) -> impl Future<Output = ()> + Send;
+
+    /// A fresh, empty store like [`Harness::store`], with every bounded-work knob (invalidation
+    /// budgets, reclaim chunks, batch sizes) set as small as the store allows, so that every slow
+    /// path (a budget running out, an index set aside, a batch continued) runs on small data.
+    fn small_store(&self) -> impl Future<Output = Self::Store> + Send;
+
+    /// Runs the store's housekeeping to completion, as its background work eventually would:
+    /// reclaiming set-aside entries, pruning expired stamps and index members (`PgStore::cleanup`,
+    /// `RedisStore::reclaim`, `MemoryStore::run_pending_tasks`). Housekeeping must never make an
+    /// invalidated entry readable again.
+    fn housekeep(&self, store: &Self::Store) -> impl Future<Output = ()> + Send;
+
+    /// Loses the invalidation stamp of `tag` the way the store can really lose it (for Redis, an
+    /// eviction of the key that holds it). Returns `false` when the store keeps no stamp that can
+    /// be lost on its own (the in-process store).
+    fn lose_stamp(&self, store: &Self::Store, tag: &Tag) -> impl Future<Output = bool> + Send {
+        let _ = (store, tag);
+        async { false }
+    }
+
+    /// Loses the namespace's shared state (sequence counter, marks), as a restart without
+    /// persistence or an eviction would, while entries stay. Returns `false` when the store has
+    /// no such state that can be lost on its own.
+    fn lose_state(&self, store: &Self::Store) -> impl Future<Output = bool> + Send {
+        let _ = store;
+        async { false }
+    }
+
+    /// Whether [`Harness::advance`] moves a mock clock (exact) rather than waiting in real time
+    /// (the store's server decides expiry, so checks near a deadline must allow either outcome).
+    fn exact_time(&self) -> bool {
+        false
+    }
 
     /// The fill window the harness's stores are configured with.
     fn fill_window(&self) -> Duration {
@@ -101,6 +144,8 @@ pub trait Harness: Send + Sync + Sized + 'static {
 /// #     async fn advance(&self, _: &MemoryStore, by: Duration) { self.clock.advance(by) }
 /// #     async fn lose_index(&self, store: &MemoryStore, tag: &Tag) { store.simulate_index_loss(tag) }
 /// #     async fn cleanup(&self) {}
+/// #     async fn small_store(&self) -> MemoryStore { MemoryStore::builder().clock(self.clock.clone()).build() }
+/// #     async fn housekeep(&self, store: &MemoryStore) { store.run_pending_tasks() }
 /// # }
 /// matroska_testkit::run(
 ///     async { Some(MemoryHarness { clock: MockClock::new() }) },

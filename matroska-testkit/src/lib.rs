@@ -125,6 +125,7 @@ macro_rules! conformance {
                 undecodable_bytes_are_a_miss_and_removed,
                 type_change_is_a_miss,
                 oversized_value_is_rejected_and_nothing_is_lost,
+                too_many_tags_are_rejected_and_nothing_is_lost,
             ],
             invariants: [
                 inv1_no_stale_read_after_invalidation,

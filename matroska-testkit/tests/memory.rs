@@ -36,6 +36,22 @@ impl Harness for MemoryHarness {
 
     async fn cleanup(&self) {}
 
+    async fn small_store(&self) -> MemoryStore {
+        MemoryStore::builder()
+            .max_entries(1_000_000)
+            .reclaim_chunk(1)
+            .clock(self.clock.clone())
+            .build()
+    }
+
+    async fn housekeep(&self, store: &MemoryStore) {
+        store.run_pending_tasks();
+    }
+
+    fn exact_time(&self) -> bool {
+        true
+    }
+
     fn fan_out(&self) -> usize {
         50_000
     }

@@ -208,3 +208,38 @@ pub async fn oversized_value_is_rejected_and_nothing_is_lost<H: Harness>(h: &H) 
         Some("small")
     );
 }
+
+/// An entry with more tags than [`MAX_TAGS_PER_ENTRY`](matroska_core::store::MAX_TAGS_PER_ENTRY)
+/// is refused with a clear error, by the store and by the cache, and the entry already stored
+/// under the key is untouched.
+pub async fn too_many_tags_are_rejected_and_nothing_is_lost<H: Harness>(h: &H) {
+    use matroska_core::store::MAX_TAGS_PER_ENTRY;
+    let limit = i64::try_from(MAX_TAGS_PER_ENTRY).unwrap();
+    let store = h.store().await;
+    let k = key("edge:too-many-tags");
+    let few: Vec<Tag> = (0..limit).map(|i| tag(&Dep::id("row", i))).collect();
+    store.put(&k, bytes("ok"), &few, None, None).await.unwrap();
+    let many: Vec<Tag> = (0..=limit).map(|i| tag(&Dep::id("row", i))).collect();
+    let err = store
+        .put(&k, bytes("too many"), &many, None, None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::TooManyTags { .. }), "{err}");
+    assert_eq!(hit(&store, &k).await, Some(bytes("ok")));
+
+    let cache = Cache::new(store.clone());
+    let deps: Vec<Dep> = (0..=limit).map(|i| Dep::id("row", i)).collect();
+    let err = cache
+        .put("edge:too-many-deps", &"v")
+        .deps(deps)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::TooManyTags { .. }), "{err}");
+    assert!(!cache.has("edge:too-many-deps").await.unwrap());
+    // The entry with the limit's worth of tags is still invalidated by its last tag.
+    store
+        .invalidate(&few[MAX_TAGS_PER_ENTRY - 1..])
+        .await
+        .unwrap();
+    assert_eq!(hit(&store, &k).await, None);
+}
