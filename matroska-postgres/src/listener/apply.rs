@@ -54,8 +54,17 @@ type AppliedCallback = Arc<dyn Fn(&Applied) + Send + Sync>;
 /// (see [`GapAction`]); the listener's first connection counts as a gap too (entries cached
 /// before it cannot be proven fresh) unless [`trust_start`](Self::trust_start) says otherwise.
 /// A store error never loses an invalidation: the tags stay pending and are retried with
-/// back-off; if more than [`max_pending_tags`](Self::max_pending_tags) pile up they collapse to
-/// their kinds' `a:<kind>` tags (and only beyond that to the gap action).
+/// back-off (each store call bounded by [`store_timeout`](Self::store_timeout)); if more than
+/// [`max_pending_tags`](Self::max_pending_tags) pile up they collapse to their kinds' `a:<kind>`
+/// tags, and if that is still too many, the applier clears the store once it answers again
+/// (whatever the [`GapAction`]: only a clear covers free `g:` tags and every kind), reporting a
+/// [`GapReason::Backlog`] gap. While a clear is pending, tags that arrive are not kept: the
+/// clear runs after they arrived and covers them, so the backlog stays bounded.
+///
+/// What an applier cannot cover: a gap under [`GapAction::Nothing`] (the callback is told, the
+/// store is not touched), and, under [`GapAction::InvalidateKinds`], entries of a gap's time that
+/// depend only on free tags or on unwatched kinds (see [`GapAction`]). The applier's own task
+/// stopping (its handle dropped, the listener shut down) ends invalidation of the store.
 ///
 /// # Examples
 ///
@@ -252,8 +261,9 @@ impl<S: Store> Applier<S> {
     }
 
     /// The most distinct tags kept pending (default 100,000), e.g. while the store is down. Beyond
-    /// it they collapse to their kinds' `a:<kind>` tags, and if that is still too many, they are
-    /// replaced by the gap action (reported as a [`GapReason::Backlog`] gap).
+    /// it they collapse to their kinds' `a:<kind>` tags, and if that is still too many, the store
+    /// is cleared instead, whatever the gap action (reported as a [`GapReason::Backlog`] gap):
+    /// never a dropped invalidation.
     ///
     /// # Examples
     ///
@@ -567,19 +577,15 @@ impl<S: Store> Worker<S> {
     }
 
     fn gap(&mut self, gap: &Gap) {
-        bump(&self.stats.gaps, 1);
         let trusted = self.trust_start && matches!(gap.reason(), GapReason::Started);
-        tracing::info!(
-            store = self.store.name(),
-            %gap,
-            action = ?if trusted { GapAction::Nothing } else { self.gap_action },
-            "matroska-postgres applier: gap"
+        self.report(
+            gap,
+            if trusted {
+                GapAction::Nothing
+            } else {
+                self.gap_action
+            },
         );
-        if let Some(callback) = &self.on_gap
-            && catch_unwind(AssertUnwindSafe(|| callback(gap))).is_err()
-        {
-            tracing::error!("matroska-postgres applier: the gap callback panicked");
-        }
         if trusted {
             return;
         }
@@ -593,8 +599,22 @@ impl<S: Store> Worker<S> {
         }
     }
 
-    /// Too many pending tags: collapse them to their kinds, and if that is not enough, replace
-    /// them by the gap action. Never drops a tag without saying so.
+    /// Counts and logs a gap and passes it to the callback (`action`: what is done about it).
+    fn report(&self, gap: &Gap, action: GapAction) {
+        bump(&self.stats.gaps, 1);
+        tracing::info!(store = self.store.name(), %gap, ?action, "matroska-postgres applier: gap");
+        if let Some(callback) = &self.on_gap
+            && catch_unwind(AssertUnwindSafe(|| callback(gap))).is_err()
+        {
+            tracing::error!("matroska-postgres applier: the gap callback panicked");
+        }
+    }
+
+    /// Too many pending tags: collapse them to their kinds (`a:<kind>` covers every tag of its
+    /// kind), and if that is still too many (free `g:` tags and hashed tags whose kind was cut
+    /// off do not collapse), clear the store, whatever the gap action: a clear is the one call
+    /// that covers every pending tag, so no invalidation is lost. Reported as a
+    /// [`GapReason::Backlog`] gap.
     fn limit_backlog(&mut self) {
         if self.pending.len() <= self.max_pending {
             return;
@@ -617,13 +637,17 @@ impl<S: Store> Worker<S> {
         }
         tracing::error!(
             store = self.store.name(),
-            dropped = collapsed.len(),
-            "matroska-postgres applier: too many pending tags even by kind; applying the gap \
-             action instead"
+            pending = collapsed.len(),
+            "matroska-postgres applier: too many pending tags even by kind; clearing the store \
+             instead (it covers them all)"
         );
-        self.gap(&Gap::new(GapReason::Backlog {
-            dropped_tags: collapsed.len(),
-        }));
+        self.report(
+            &Gap::new(GapReason::Backlog {
+                pending_tags: collapsed.len(),
+            }),
+            GapAction::Clear,
+        );
+        self.pending.clear(Instant::now());
     }
 
     async fn apply(&mut self) {

@@ -268,11 +268,13 @@ pub enum GapReason {
         /// What was wrong with it.
         error: PayloadError,
     },
-    /// An [`Applier`](super::Applier) held more pending tags than its limit while its store was
-    /// failing (or while a strategy held them back) and replaced them with the gap action.
+    /// An [`Applier`](super::Applier) held more pending tags than its limit, even collapsed to
+    /// their kinds, while its store was failing (or while a strategy held them back): it clears
+    /// the store instead, whatever its gap action, since only a clear covers them all. Nothing
+    /// was missed; this reports that the store loses more than the tags named.
     Backlog {
-        /// How many distinct tags were replaced.
-        dropped_tags: usize,
+        /// How many distinct tags (after collapsing to kinds) the clear stands for.
+        pending_tags: usize,
     },
 }
 
@@ -313,10 +315,10 @@ impl fmt::Display for GapReason {
                 if *missed == 1 { "" } else { "s" }
             ),
             Self::BadPayload { error } => write!(f, "unreadable notification: {error}"),
-            Self::Backlog { dropped_tags } => write!(
+            Self::Backlog { pending_tags } => write!(
                 f,
-                "{dropped_tags} pending tags exceeded the applier's limit and were replaced by \
-                 its gap action"
+                "{pending_tags} pending tags exceeded the applier's limit even by kind: the \
+                 store is cleared instead"
             ),
         }
     }

@@ -46,7 +46,8 @@
 //! - **Lagged**: a subscriber fell behind the buffer (a slow store); only it is affected.
 //! - **BadPayload**: see above.
 //! - **Backlog**: an applier's store was failing long enough that its pending tags exceeded the
-//!   limit even collapsed to kinds.
+//!   limit even collapsed to kinds. Nothing was missed: the applier clears its store instead,
+//!   whatever its gap action, since only a clear covers every pending tag.
 //!
 //! Every subscriber ([`Listener::subscribe`]) receives every event (a broadcast, not a queue:
 //! consumers never take events from each other).

@@ -23,7 +23,8 @@ use tokio::time::Instant;
 ///   deduplicated), never dropped;
 /// - a [`Gap`](super::Gap) is acted on at once, with whatever is pending;
 /// - a failing store delays the apply (retried with back-off) but loses nothing: the tags stay
-///   pending, and beyond the applier's limit they collapse to their kinds' `a:<kind>` tags.
+///   pending, beyond the applier's limit they collapse to their kinds' `a:<kind>` tags, and
+///   beyond that the store is cleared (see [`Applier`](super::Applier)).
 ///
 /// # Examples
 ///
@@ -128,8 +129,12 @@ impl Pending {
         self.since.get_or_insert(now);
     }
 
-    /// Tags received at `now`.
+    /// Tags received at `now`. While a clear is pending they are not kept: the clear starts
+    /// after they arrived, so it covers them (this keeps an overflowed backlog bounded).
     pub(crate) fn add(&mut self, tags: impl IntoIterator<Item = Tag>, now: Instant) {
+        if self.clear {
+            return;
+        }
         let before = self.tags.len();
         self.tags.extend(tags);
         if self.tags.len() > before {
@@ -137,15 +142,20 @@ impl Pending {
         }
     }
 
-    /// Tags to apply at once (a gap's kind tags).
+    /// Tags to apply at once (a gap's kind tags); covered by a pending clear, like [`add`].
+    ///
+    /// [`add`]: Self::add
     pub(crate) fn add_urgent(&mut self, tags: impl IntoIterator<Item = Tag>, now: Instant) {
-        self.tags.extend(tags);
+        if !self.clear {
+            self.tags.extend(tags);
+        }
         self.urgent = true;
         self.touch(now);
     }
 
-    /// Clear the store, at once.
+    /// Clear the store, at once. The clear covers every pending tag, so they are dropped.
     pub(crate) fn clear(&mut self, now: Instant) {
+        self.tags.clear();
         self.clear = true;
         self.urgent = true;
         self.touch(now);
@@ -158,7 +168,8 @@ impl Pending {
         self.touch(now);
     }
 
-    /// Drops the pending tags (beyond the limit, with a gap action that replaces them).
+    /// Takes the pending tags out (to collapse them to kinds); the caller puts back what covers
+    /// them.
     pub(crate) fn take_tags(&mut self) -> HashSet<Tag> {
         let tags = std::mem::take(&mut self.tags);
         if self.is_empty() {
@@ -207,8 +218,13 @@ impl Pending {
     /// Puts back what an apply could not do; it is retried before anything waits on the
     /// strategy again (the caller gates the retry by its back-off).
     pub(crate) fn restore(&mut self, batch: Batch, now: Instant) {
-        self.tags.extend(batch.tags);
-        self.clear |= batch.clear;
+        if batch.clear {
+            self.clear(now);
+            return;
+        }
+        if !self.clear {
+            self.tags.extend(batch.tags);
+        }
         if !self.is_empty() {
             self.urgent = true;
             self.touch(now);
