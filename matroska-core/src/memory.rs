@@ -374,6 +374,20 @@ impl Inner {
         FillToken::new(self.seq.load(Ordering::SeqCst), ms)
     }
 
+    /// Whether `entry` was live just before an invalidation changed the stamps of `before` (each
+    /// state with its stamp before the change).
+    fn was_live_before(&self, entry: &Entry, before: &[(Arc<TagState>, u64)]) -> bool {
+        let stamp = |state: &Arc<TagState>| {
+            before
+                .iter()
+                .find(|(ours, _)| Arc::ptr_eq(ours, state))
+                .map_or_else(|| state.stamp(), |(_, stamp)| *stamp)
+        };
+        entry.seq >= self.cleared_at.load(Ordering::SeqCst)
+            && entry.tags.iter().all(|state| stamp(state) <= entry.seq)
+            && entry.expires_at.is_none_or(|at| at > self.now())
+    }
+
     /// Whether an entry may be served: not expired (the clock is read only for entries with a
     /// TTL), not cleared, and none of its tags invalidated since it was filled.
     fn is_live(&self, entry: &Entry) -> bool {
@@ -508,21 +522,25 @@ impl Store for MemoryStore {
         let inner = &self.inner;
         let now = inner.now();
         let seq = inner.seq.fetch_add(1, Ordering::SeqCst) + 1;
-        let found = if let [tag] = tags {
-            inner.tags.get_or_insert(tag).invalidate(seq, now)
-        } else {
-            // An entry carrying several of the tags is one entry.
-            let mut all = HashMap::new();
-            for tag in tags {
-                all.extend(inner.tags.get_or_insert(tag).invalidate(seq, now));
-            }
-            all
-        };
+        // The states of the tags and their stamps before this call, then every member: an entry
+        // carrying several of the tags is one entry.
+        let mut before = Vec::with_capacity(tags.len());
+        let mut found = HashMap::new();
+        for tag in tags {
+            let state = inner.tags.get_or_insert(tag);
+            let (stamp, members) = state.invalidate(seq, now);
+            found.extend(members);
+            before.push((state, stamp));
+        }
         // Should a key's entries differ between the tags (a re-put racing with this call), the
         // entry not reclaimed here is still never served: its stamp check fails at read time.
+        // Count the entries that were live until this call: not cleared, expired or invalidated
+        // earlier (an entry removed from one tag's index by an earlier invalidation is still a
+        // member of its other tags' indexes until reclaimed).
         let count = found
             .values()
-            .filter(|entry| entry.strong_count() > 0)
+            .filter_map(Weak::upgrade)
+            .filter(|entry| inner.was_live_before(entry, &before))
             .count() as u64;
         if !found.is_empty() {
             inner.pending.lock().extend(found);

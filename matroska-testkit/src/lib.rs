@@ -37,6 +37,7 @@
 #![allow(clippy::print_stderr, clippy::many_single_char_names)]
 
 mod harness;
+pub mod model;
 pub mod support;
 
 pub use crate::harness::{CASE_TIMEOUT, Harness, run, server_url};
@@ -53,6 +54,7 @@ pub mod cases {
     pub mod edge_cases;
     pub mod expiry;
     pub mod invariants;
+    pub mod model;
     pub mod namespaces;
     pub mod scopes;
 }
@@ -155,6 +157,9 @@ macro_rules! conformance {
                 default_ttl_applies_to_puts_and_fills,
                 fetch_reports_the_origin_of_values,
             ],
+            model: [
+                random_operations_match_the_model,
+            ],
         );
     };
 }
@@ -196,6 +201,7 @@ mod tests {
             ("edge_cases", include_str!("cases/edge_cases.rs")),
             ("expiry", include_str!("cases/expiry.rs")),
             ("invariants", include_str!("cases/invariants.rs")),
+            ("model", include_str!("cases/model.rs")),
             ("namespaces", include_str!("cases/namespaces.rs")),
             ("scopes", include_str!("cases/scopes.rs")),
         ];

@@ -39,11 +39,12 @@ impl TagState {
         self.stamp.load(Ordering::SeqCst)
     }
 
-    /// Records an invalidation at `seq` and hands back the reverse index, now empty.
-    pub(super) fn invalidate(&self, seq: u64, now: Duration) -> Members {
-        self.stamp.fetch_max(seq, Ordering::SeqCst);
+    /// Records an invalidation at `seq` and hands back the stamp it had before and the reverse
+    /// index, now empty.
+    pub(super) fn invalidate(&self, seq: u64, now: Duration) -> (u64, Members) {
+        let before = self.stamp.fetch_max(seq, Ordering::SeqCst);
         self.stamped_at.store(nanos(now), Ordering::SeqCst);
-        std::mem::take(&mut *self.members.lock())
+        (before, std::mem::take(&mut *self.members.lock()))
     }
 
     pub(super) fn add_member(&self, key: &Key, entry: Weak<Entry>) {
