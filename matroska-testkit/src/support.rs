@@ -1,10 +1,14 @@
 //! Small helpers for cases, here and in store-specific tests.
 
+mod faulty;
+
 use std::future::Future;
 use std::time::{Duration, Instant};
 
 use matroska_core::store::{Lookup, Store};
 use matroska_core::{Bytes, Dep, Key, Tag};
+
+pub use self::faulty::{Faulty, Gate, Op};
 
 /// A key from text that is known to be valid.
 ///
