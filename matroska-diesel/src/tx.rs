@@ -118,8 +118,11 @@ impl<'c> Tx<'c> {
         self.dirty = true;
     }
 
-    /// Whether this transaction (or a savepoint released into it) wrote through the helpers,
-    /// declared invalidations, or was marked dirty.
+    /// Whether this transaction is known to be dirty: it (or a savepoint released into it) wrote
+    /// through the helpers, declared invalidations or was marked dirty, or a
+    /// [`fetch`](Tx::fetch) asked the database and found that it wrote by other means (raw SQL,
+    /// a trigger, a rolled-back savepoint, a loader) or does not run at `READ COMMITTED`. A raw
+    /// write is not seen here until the next `fetch`.
     ///
     /// # Examples
     ///
@@ -225,7 +228,9 @@ impl Recorder<'_> {
 /// the transaction is rolled back (the connection is left clean, outside any transaction) and the
 /// panic resumes; the invalidations are dropped.
 ///
-/// Reads in `f` run in the transaction under PostgreSQL's default isolation, `READ COMMITTED`.
+/// Reads in `f` run at the connection's isolation level (PostgreSQL's default is
+/// `READ COMMITTED`); [`Tx::fetch`] uses the shared cache only while the database says that the
+/// transaction has written nothing and runs at `READ COMMITTED`.
 ///
 /// # Errors
 ///
