@@ -1,5 +1,7 @@
 //! [`Cache`]: the typed front end over any [`Store`].
 
+mod builder;
+mod fetch;
 mod fetched;
 mod flight;
 mod loaded;
@@ -9,19 +11,17 @@ mod stats;
 use std::borrow::Borrow;
 use std::error::Error as StdError;
 use std::fmt;
-use std::future::Future;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::FutureExt as _;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::Instrument as _;
 
+pub use self::builder::CacheBuilder;
 pub use self::fetched::{Fetched, Origin};
-use self::flight::{Flights, Role, Shared};
+use self::flight::Flights;
 pub use self::loaded::Loaded;
 pub use self::put::Put;
 pub use self::stats::CacheStats;
@@ -106,145 +106,6 @@ impl<S: Store, C> fmt::Debug for Cache<S, C> {
             .field("default_ttl", &self.inner.default_ttl)
             .field("fail_open", &self.inner.fail_open)
             .finish_non_exhaustive()
-    }
-}
-
-/// Configures a [`Cache`].
-///
-/// # Examples
-///
-/// ```
-/// use std::time::Duration;
-/// use matroska_core::{Cache, MemoryStore, codec::Json};
-///
-/// let cache = Cache::builder(MemoryStore::new())
-///     .codec(Json)
-///     .schema_version(2)
-///     .default_ttl(Duration::from_secs(600))
-///     .fail_open(true)
-///     .build();
-/// # let _ = cache;
-/// ```
-#[derive(Debug)]
-#[must_use]
-pub struct CacheBuilder<S, C = MsgPack> {
-    store: S,
-    codec: C,
-    schema: u16,
-    default_ttl: Option<Duration>,
-    fail_open: bool,
-    max_value_len: usize,
-}
-
-impl<S: Store, C: Codec> CacheBuilder<S, C> {
-    /// The codec (default [`MsgPack`]).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use matroska_core::{Cache, MemoryStore, codec::Json};
-    ///
-    /// let cache = Cache::builder(MemoryStore::new()).codec(Json).build();
-    /// # let _ = cache;
-    /// ```
-    pub fn codec<C2: Codec>(self, codec: C2) -> CacheBuilder<S, C2> {
-        CacheBuilder {
-            store: self.store,
-            codec,
-            schema: self.schema,
-            default_ttl: self.default_ttl,
-            fail_open: self.fail_open,
-            max_value_len: self.max_value_len,
-        }
-    }
-
-    /// The schema version written with every value (default 0). Bump it when a cached type
-    /// changes incompatibly: entries written with another version are misses.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let cache = matroska_core::Cache::builder(matroska_core::MemoryStore::new())
-    ///     .schema_version(3)
-    ///     .build();
-    /// # let _ = cache;
-    /// ```
-    pub fn schema_version(mut self, version: u16) -> Self {
-        self.schema = version;
-        self
-    }
-
-    /// The time to live of entries that do not set one (default: none, entries do not expire).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let cache = matroska_core::Cache::builder(matroska_core::MemoryStore::new())
-    ///     .default_ttl(std::time::Duration::from_secs(60))
-    ///     .build();
-    /// # let _ = cache;
-    /// ```
-    pub fn default_ttl(mut self, ttl: Duration) -> Self {
-        self.default_ttl = Some(ttl);
-        self
-    }
-
-    /// Fail open (default: off): when the store has a transient failure (it is down, restarting or
-    /// timing out), reads are misses and writes of values are skipped, so the application keeps
-    /// working from its database. Invalidations, deletes and clears still fail loudly: losing one
-    /// could leave stale data behind.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let cache = matroska_core::Cache::builder(matroska_core::MemoryStore::new())
-    ///     .fail_open(true)
-    ///     .build();
-    /// # let _ = cache;
-    /// ```
-    pub fn fail_open(mut self, fail_open: bool) -> Self {
-        self.fail_open = fail_open;
-        self
-    }
-
-    /// The largest encoded value accepted, in bytes (default [`DEFAULT_MAX_VALUE_LEN`], 32 MiB;
-    /// the store's own limit applies too).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let cache = matroska_core::Cache::builder(matroska_core::MemoryStore::new())
-    ///     .max_value_len(1024 * 1024)
-    ///     .build();
-    /// # let _ = cache;
-    /// ```
-    pub fn max_value_len(mut self, bytes: usize) -> Self {
-        self.max_value_len = bytes;
-        self
-    }
-
-    /// Builds the cache.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let cache = matroska_core::Cache::builder(matroska_core::MemoryStore::new()).build();
-    /// # let _ = cache;
-    /// ```
-    pub fn build(self) -> Cache<S, C> {
-        let max_value_len = self.max_value_len.min(self.store.max_value_len());
-        Cache {
-            inner: Arc::new(Inner {
-                store: self.store,
-                codec: self.codec,
-                schema: self.schema,
-                default_ttl: self.default_ttl,
-                fail_open: self.fail_open,
-                max_value_len,
-                flights: Flights::default(),
-                counters: Counters::default(),
-            }),
-        }
     }
 }
 
@@ -341,8 +202,14 @@ impl<S: Store, C: Codec> Cache<S, C> {
             tracing::debug_span!("matroska.get", store = self.inner.store.name(), key = %key);
         async {
             Ok(match self.lookup(&key).await? {
-                Found::Value(value) => Some(value),
-                Found::Miss(_) => None,
+                Found::Value(value) => {
+                    bump(&self.inner.counters.hits);
+                    Some(value)
+                }
+                Found::Miss(_) => {
+                    bump(&self.inner.counters.misses);
+                    None
+                }
             })
         }
         .instrument(span)
@@ -536,201 +403,6 @@ impl<S: Store, C: Codec> Cache<S, C> {
             .inspect_err(|_| self.count_store_error())
     }
 
-    /// Returns the cached value, or loads, stores and returns it.
-    ///
-    /// The loader returns the value with its dependencies ([`Loaded`]). Within this process,
-    /// concurrent callers for one key share one loader call (single-flight): each gets the value,
-    /// or the loader's error as [`Error::Loader`]. The fill is race-safe: if any dependency is
-    /// invalidated between the miss and the store (a writer changed a row while the loader read
-    /// it), the loaded value is returned to the callers but not stored, so the next read loads
-    /// again. A failure to store after a successful load (the store is down) is logged, and the
-    /// value is still returned.
-    ///
-    /// # Errors
-    ///
-    /// - [`Error::Loader`] with the loader's error (the next call loads again);
-    /// - [`Error::LoaderPanicked`] for callers that waited on a loader that panicked;
-    /// - [`Error::InvalidKey`], [`Error::InvalidDep`], [`Error::InvalidTtl`],
-    ///   [`Error::ValueTooLarge`], [`Error::Encode`] for bad input;
-    /// - the store's error on the initial read (unless failing open).
-    ///
-    /// # Panics
-    ///
-    /// If the loader panics, the panic propagates to this caller (after the callers waiting on it
-    /// were told).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use matroska_core::{Cache, Dep, Loaded, MemoryStore};
-    ///
-    /// # futures::executor::block_on(async {
-    /// let cache = Cache::new(MemoryStore::new());
-    /// let load = || async { Ok::<_, std::io::Error>(Loaded::new("Hello".to_string()).dep(Dep::id("article", 5))) };
-    /// assert_eq!(cache.get_or_insert_with("article:5", load).await?, "Hello");
-    /// assert_eq!(cache.stats().loads, 1);
-    /// // Cached now: the loader is not called again.
-    /// assert_eq!(cache.get_or_insert_with("article:5", load).await?, "Hello");
-    /// assert_eq!(cache.stats().loads, 1);
-    /// # Ok::<(), matroska_core::Error>(()) });
-    /// ```
-    pub async fn get_or_insert_with<T, F, Fut, E>(&self, key: impl IntoKey, loader: F) -> Result<T>
-    where
-        T: Serialize + DeserializeOwned,
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = std::result::Result<Loaded<T>, E>>,
-        E: Into<Box<dyn StdError + Send + Sync>>,
-    {
-        Ok(self.fetch(key, loader).await?.value)
-    }
-
-    /// [`get_or_insert_with`](Cache::get_or_insert_with), also telling where the value came from:
-    /// the cache, this call's load (stored or not), or another caller's load.
-    ///
-    /// # Errors
-    ///
-    /// As [`get_or_insert_with`](Cache::get_or_insert_with).
-    ///
-    /// # Panics
-    ///
-    /// As [`get_or_insert_with`](Cache::get_or_insert_with): a panicking loader's panic
-    /// propagates to its caller.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use matroska_core::{Cache, Loaded, MemoryStore, Origin};
-    ///
-    /// # futures::executor::block_on(async {
-    /// let cache = Cache::new(MemoryStore::new());
-    /// let load = || async { Ok::<_, std::io::Error>(Loaded::new("page".to_string())) };
-    /// let first = cache.fetch("page:1", load).await?;
-    /// assert_eq!(first.origin, Origin::Loaded { stored: true });
-    /// let second = cache.fetch("page:1", load).await?;
-    /// assert!(second.is_hit());
-    /// assert_eq!(second.value, "page");
-    /// # Ok::<(), matroska_core::Error>(()) });
-    /// ```
-    pub async fn fetch<T, F, Fut, E>(&self, key: impl IntoKey, loader: F) -> Result<Fetched<T>>
-    where
-        T: Serialize + DeserializeOwned,
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = std::result::Result<Loaded<T>, E>>,
-        E: Into<Box<dyn StdError + Send + Sync>>,
-    {
-        let key = key.into_key()?;
-        let span = tracing::debug_span!(
-            "matroska.fetch",
-            store = self.inner.store.name(),
-            key = %key
-        );
-        async {
-            let (leader, token) = loop {
-                let token = match self.lookup(&key).await? {
-                    Found::Value(value) => {
-                        return Ok(Fetched {
-                            value,
-                            origin: Origin::Cache,
-                        });
-                    }
-                    Found::Miss(token) => token,
-                };
-                match self.inner.flights.join(&key) {
-                    Role::Leader(leader) => break (leader, token),
-                    Role::Waiter(slot) => {
-                        bump(&self.inner.counters.coalesced);
-                        match flight::wait(slot).await {
-                            Some(Ok(shared)) => {
-                                let mine = token.as_ref().map(FillToken::seq);
-                                // An invalidation happened between the leader's miss and ours:
-                                // the shared value may predate it. Read again; the store's
-                                // stamps decide.
-                                if mine
-                                    .zip(shared.seq)
-                                    .is_some_and(|(mine, theirs)| mine > theirs)
-                                {
-                                    continue;
-                                }
-                                let value =
-                                    open(&self.inner.codec, self.inner.schema, &shared.bytes)?;
-                                return Ok(Fetched {
-                                    value,
-                                    origin: Origin::Shared,
-                                });
-                            }
-                            Some(Err(err)) => return Err(err),
-                            // The leader was cancelled or panicked: try again.
-                            None => {}
-                        }
-                    }
-                }
-            };
-            bump(&self.inner.counters.loads);
-            let loaded = match AssertUnwindSafe(loader()).catch_unwind().await {
-                Ok(Ok(loaded)) => loaded,
-                Ok(Err(err)) => {
-                    let err = Error::Loader(Arc::from(err.into()));
-                    leader.finish(Err(err.clone()));
-                    return Err(err);
-                }
-                Err(panic) => {
-                    leader.finish(Err(Error::LoaderPanicked));
-                    std::panic::resume_unwind(panic);
-                }
-            };
-            match self.fill(&key, &loaded, token.as_ref()).await {
-                Ok((bytes, stored)) => {
-                    let seq = token.as_ref().map(FillToken::seq);
-                    leader.finish(Ok(Shared { bytes, seq }));
-                    Ok(Fetched {
-                        value: loaded.value,
-                        origin: Origin::Loaded { stored },
-                    })
-                }
-                Err(err) => {
-                    leader.finish(Err(err.clone()));
-                    Err(err)
-                }
-            }
-        }
-        .instrument(span)
-        .await
-    }
-
-    /// Encodes and validates a loaded value, and stores it when a token allows. Returns the
-    /// encoded bytes for the waiting callers, and whether the value was stored.
-    async fn fill<T: Serialize>(
-        &self,
-        key: &Key,
-        loaded: &Loaded<T>,
-        token: Option<&FillToken>,
-    ) -> Result<(Bytes, bool)> {
-        let bytes = seal(&self.inner.codec, self.inner.schema, &loaded.value)?;
-        let tags = entry_tags(&loaded.deps)?;
-        let ttl = loaded.ttl.or(self.inner.default_ttl);
-        self.check_value(&bytes, ttl)?;
-        let Some(token) = token else {
-            return Ok((bytes, false));
-        };
-        let stored = match self
-            .inner
-            .store
-            .put(key, bytes.clone(), &tags, ttl, Some(token))
-            .await
-        {
-            Ok(outcome) => {
-                self.count_put(key, outcome);
-                outcome.is_stored()
-            }
-            Err(err) => {
-                self.count_store_error();
-                tracing::warn!(error = %err, key = %key, "could not store the loaded value");
-                false
-            }
-        };
-        Ok((bytes, stored))
-    }
-
     /// Stores encoded bytes without a token (the caller vouches they are fresh).
     async fn put_bytes(
         &self,
@@ -781,7 +453,8 @@ impl<S: Store, C: Codec> Cache<S, C> {
         }
     }
 
-    /// Reads and decodes, removing entries that no longer decode.
+    /// Reads and decodes, removing entries that no longer decode. Counts decode errors and store
+    /// errors; the caller counts the hit or the miss, once per call.
     async fn lookup<T: DeserializeOwned>(&self, key: &Key) -> Result<Found<T>> {
         let inner = &self.inner;
         // An undecodable entry is removed and read again (for a fill token); if it keeps coming
@@ -791,20 +464,13 @@ impl<S: Store, C: Codec> Cache<S, C> {
                 Ok(lookup) => lookup,
                 Err(err) => {
                     self.absorb(err, "get")?;
-                    bump(&inner.counters.misses);
                     return Ok(Found::Miss(None));
                 }
             };
             match lookup {
-                Lookup::Miss(token) => {
-                    bump(&inner.counters.misses);
-                    return Ok(Found::Miss(Some(token)));
-                }
+                Lookup::Miss(token) => return Ok(Found::Miss(Some(token))),
                 Lookup::Hit(bytes) => match open(&inner.codec, inner.schema, &bytes) {
-                    Ok(value) => {
-                        bump(&inner.counters.hits);
-                        return Ok(Found::Value(value));
-                    }
+                    Ok(value) => return Ok(Found::Value(value)),
                     Err(err) => {
                         bump(&inner.counters.decode_errors);
                         tracing::warn!(
@@ -820,7 +486,6 @@ impl<S: Store, C: Codec> Cache<S, C> {
                 },
             }
         }
-        bump(&inner.counters.misses);
         Ok(Found::Miss(None))
     }
 

@@ -49,6 +49,7 @@ pub use crate::harness::{CASE_TIMEOUT, Harness, run, server_url};
 pub mod cases {
     pub mod basic;
     pub mod cache;
+    pub mod cache_safety;
     pub mod concurrency;
     pub mod dependencies;
     pub mod edge_cases;
@@ -157,6 +158,14 @@ macro_rules! conformance {
                 default_ttl_applies_to_puts_and_fills,
                 fetch_reports_the_origin_of_values,
             ],
+            cache_safety: [
+                a_waiter_whose_miss_follows_an_invalidation_loads_again,
+                a_waiter_does_not_share_a_load_whose_leader_had_no_token,
+                a_waiter_without_a_token_does_not_share_an_older_load,
+                a_load_without_a_fill_token_is_returned_but_never_stored,
+                fail_open_across_a_store_recovery_never_stores_a_stale_fill,
+                counters_count_calls_as_the_application_sees_them,
+            ],
             model: [
                 random_operations_match_the_model,
             ],
@@ -196,6 +205,7 @@ mod tests {
         let groups = [
             ("basic", include_str!("cases/basic.rs")),
             ("cache", include_str!("cases/cache.rs")),
+            ("cache_safety", include_str!("cases/cache_safety.rs")),
             ("concurrency", include_str!("cases/concurrency.rs")),
             ("dependencies", include_str!("cases/dependencies.rs")),
             ("edge_cases", include_str!("cases/edge_cases.rs")),

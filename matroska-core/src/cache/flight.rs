@@ -1,7 +1,36 @@
-//! Single-flight: concurrent loads of one key in one process share one loader call.
+//! Single flight: concurrent loads of one key in one process share one loader call, when the
+//! store's fill tokens show that sharing cannot hand out a value older than a caller's own miss.
+//!
+//! # When a caller may take another caller's load
+//!
+//! A caller that starts after an invalidation returned must never get a value loaded before that
+//! invalidation. Its own miss happened after the invalidation, so its fill token's `seq` is at
+//! least the invalidation's. A leader's load began after the leader's miss. So the waiter may
+//! take the leader's value only if the leader's miss is not older than its own, in the store's
+//! order: both tokens present and `mine <= leader's`. Every invalidation the waiter's miss saw,
+//! the leader's miss saw too, and the leader's load began after it. When either token is missing
+//! (a read that failed open, an entry that kept failing to decode) nothing orders the two misses,
+//! and the caller does not share.
+//!
+//! The rule is applied when the caller joins, from the leader's token, so a caller that cannot
+//! share never waits: a caller whose miss is newer than the flight's takes the flight over (it
+//! leads a new load that later callers join; the old leader still publishes to the callers
+//! already waiting on it), and a caller without a token loads alone.
+//!
+//! A waiter takes the value only if the store accepted the leader's fill. A rejected fill
+//! (a dependency was invalidated during the load), or one that could not be stored, sends the
+//! waiter back to the store for a fresh read; it then loads alone, so a call waits at most once
+//! on a load it ends up not using.
+//!
+//! # When a flight is joinable
+//!
+//! Only while its load runs. The leader removes the flight from the map before it publishes the
+//! outcome, under the map's lock, so no caller can join a flight whose outcome is already out
+//! (and re-join it in a loop while the leader has not been scheduled yet). A leader that goes
+//! away without an outcome (cancelled, or its loader panicked) removes its flight too; its
+//! waiters then read and join again.
 
 use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -18,18 +47,21 @@ pub(super) type Outcome = Result<Shared, Error>;
 pub(super) struct Shared {
     /// The encoded value.
     pub(super) bytes: Bytes,
-    /// The sequence number of the leader's miss. A waiter whose own miss saw a later one may have
-    /// begun after an invalidation that the leader's load predates: it must not take this value
-    /// on trust.
-    pub(super) seq: Option<u64>,
+    /// Whether the store accepted the fill: no dependency was invalidated during the load.
+    pub(super) stored: bool,
 }
 
-type Slot = watch::Receiver<Option<Outcome>>;
+/// A load in flight: the `seq` of its leader's miss, and where its outcome will appear.
+#[derive(Debug)]
+struct Flight {
+    seq: u64,
+    outcome: watch::Receiver<Option<Outcome>>,
+}
 
 /// The loads in flight, by key.
 #[derive(Debug, Default)]
 pub(super) struct Flights {
-    map: Mutex<HashMap<Key, Slot>>,
+    map: Mutex<HashMap<Key, Flight>>,
 }
 
 /// This caller's part in a load.
@@ -37,34 +69,50 @@ pub(super) enum Role<'a> {
     /// Run the loader and publish the outcome.
     Leader(Leader<'a>),
     /// Wait for the leader's outcome.
-    Waiter(Slot),
+    Waiter(watch::Receiver<Option<Outcome>>),
+    /// Load without sharing: this caller has no fill token, so nothing orders its miss against
+    /// a leader's. `passed_by` tells whether a load of the key was in flight.
+    Alone {
+        /// A load of the key was in flight, and this caller could not take its value.
+        passed_by: bool,
+    },
 }
 
 impl Flights {
-    pub(super) fn join(&self, key: &Key) -> Role<'_> {
+    /// Joins the flight of `key`, or starts one. `seq` is the caller's fill token's sequence
+    /// number (`None`: the caller has no token).
+    pub(super) fn join(&self, key: &Key, seq: Option<u64>) -> Role<'_> {
         let mut map = self.map.lock();
-        match map.entry(key.clone()) {
-            // A slot whose leader went away is replaced; a live one is joined.
-            Entry::Occupied(slot) if slot.get().has_changed().is_ok() => {
-                Role::Waiter(slot.get().clone())
-            }
-            entry => {
-                let (tx, rx) = watch::channel(None);
-                match entry {
-                    Entry::Occupied(mut stale) => {
-                        stale.insert(rx);
-                    }
-                    Entry::Vacant(vacant) => {
-                        vacant.insert(rx);
-                    }
-                }
-                Role::Leader(Leader {
-                    flights: self,
-                    key: key.clone(),
-                    tx,
-                })
-            }
-        }
+        // (A flight whose leader went away is removed with it; the check is a second guard.)
+        let live = map
+            .get(key)
+            .filter(|flight| flight.outcome.has_changed().is_ok());
+        let Some(seq) = seq else {
+            return Role::Alone {
+                passed_by: live.is_some(),
+            };
+        };
+        let passed_by = match live {
+            Some(flight) if seq <= flight.seq => return Role::Waiter(flight.outcome.clone()),
+            Some(_) => true,
+            None => false,
+        };
+        // No flight, or one whose leader's miss is older than ours: lead a new one. The callers
+        // already waiting on the old flight keep their receivers.
+        let (tx, outcome) = watch::channel(None);
+        map.insert(key.clone(), Flight { seq, outcome });
+        Role::Leader(Leader {
+            flights: self,
+            key: key.clone(),
+            tx,
+            passed_by,
+        })
+    }
+
+    /// The number of flights in the map.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.map.lock().len()
     }
 }
 
@@ -74,32 +122,148 @@ pub(super) struct Leader<'a> {
     flights: &'a Flights,
     key: Key,
     tx: watch::Sender<Option<Outcome>>,
+    /// This leader took the key over from a flight whose leader's miss is older than its own.
+    pub(super) passed_by: bool,
 }
 
 impl Leader<'_> {
-    /// Publishes the outcome to every waiter.
+    /// Ends the flight (no caller can join it from now on), then publishes the outcome to every
+    /// waiter.
     pub(super) fn finish(self, outcome: Outcome) {
+        self.leave();
         self.tx.send_replace(Some(outcome));
-        // `Drop` removes the slot.
     }
-}
 
-impl Drop for Leader<'_> {
-    fn drop(&mut self) {
+    /// Removes this flight from the map, unless another leader took the key over.
+    fn leave(&self) {
         let mut map = self.flights.map.lock();
         if map
             .get(&self.key)
-            .is_some_and(|slot| slot.same_channel(&self.tx.subscribe()))
+            .is_some_and(|flight| flight.outcome.same_channel(&self.tx.subscribe()))
         {
             map.remove(&self.key);
         }
     }
 }
 
+impl Drop for Leader<'_> {
+    fn drop(&mut self) {
+        // After `finish` the flight is gone already and this finds nothing to remove.
+        self.leave();
+    }
+}
+
 /// Waits for the leader. `None`: the leader went away without an outcome; retry.
-pub(super) async fn wait(mut slot: Slot) -> Option<Outcome> {
-    match slot.wait_for(Option::is_some).await {
+pub(super) async fn wait(mut outcome: watch::Receiver<Option<Outcome>>) -> Option<Outcome> {
+    match outcome.wait_for(Option::is_some).await {
         Ok(outcome) => outcome.clone(),
         Err(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> Key {
+        Key::new("k").unwrap()
+    }
+
+    #[allow(clippy::unnecessary_wraps)] // An outcome is a Result.
+    fn shared() -> Outcome {
+        Ok(Shared {
+            bytes: Bytes::from_static(b"v"),
+            stored: true,
+        })
+    }
+
+    #[test]
+    fn a_finished_flight_is_not_joinable() {
+        let flights = Flights::default();
+        let Role::Leader(leader) = flights.join(&key(), Some(1)) else {
+            panic!("the first caller leads");
+        };
+        let Role::Waiter(waiting) = flights.join(&key(), Some(1)) else {
+            panic!("a caller with the same seq waits");
+        };
+        leader.finish(shared());
+        assert!(waiting.borrow().is_some(), "the outcome is published");
+        assert_eq!(flights.len(), 0, "the finished flight is still joinable");
+        assert!(matches!(flights.join(&key(), Some(1)), Role::Leader(_)));
+    }
+
+    #[test]
+    fn a_waiter_woken_by_the_outcome_finds_the_flight_gone() {
+        let flights = Flights::default();
+        let Role::Leader(leader) = flights.join(&key(), Some(1)) else {
+            panic!("the first caller leads");
+        };
+        let Role::Waiter(waiting) = flights.join(&key(), Some(1)) else {
+            panic!("a caller with the same seq waits");
+        };
+        std::thread::scope(|scope| {
+            let waiter = scope.spawn(|| {
+                let outcome = futures::executor::block_on(wait(waiting));
+                // What a waiter that cannot use the outcome does next: join again.
+                (outcome.is_some(), flights.len())
+            });
+            leader.finish(shared());
+            let (woken, left) = waiter.join().unwrap();
+            assert!(woken);
+            assert_eq!(left, 0, "the waiter could re-join the finished flight");
+        });
+    }
+
+    #[test]
+    fn a_newer_miss_takes_the_flight_over_and_an_older_one_waits() {
+        let flights = Flights::default();
+        let Role::Leader(first) = flights.join(&key(), Some(5)) else {
+            panic!("the first caller leads");
+        };
+        assert!(matches!(flights.join(&key(), Some(4)), Role::Waiter(_)));
+        assert!(matches!(flights.join(&key(), Some(5)), Role::Waiter(_)));
+        // A miss after an invalidation the leader's miss did not see: a new flight.
+        let Role::Leader(second) = flights.join(&key(), Some(6)) else {
+            panic!("a newer miss leads a new flight");
+        };
+        assert!(second.passed_by && !first.passed_by);
+        assert!(matches!(flights.join(&key(), Some(6)), Role::Waiter(_)));
+        // The old leader finishing leaves the new flight in place.
+        first.finish(shared());
+        assert_eq!(flights.len(), 1);
+        assert!(matches!(flights.join(&key(), Some(6)), Role::Waiter(_)));
+        drop(second);
+        assert_eq!(flights.len(), 0);
+    }
+
+    #[test]
+    fn a_caller_without_a_token_loads_alone_and_starts_no_flight() {
+        let flights = Flights::default();
+        assert!(matches!(
+            flights.join(&key(), None),
+            Role::Alone { passed_by: false }
+        ));
+        assert_eq!(flights.len(), 0);
+        let Role::Leader(_leader) = flights.join(&key(), Some(1)) else {
+            panic!("the first caller with a token leads");
+        };
+        assert!(matches!(
+            flights.join(&key(), None),
+            Role::Alone { passed_by: true }
+        ));
+    }
+
+    #[test]
+    fn an_abandoned_flight_releases_its_waiters_and_leaves_the_map() {
+        let flights = Flights::default();
+        let Role::Leader(leader) = flights.join(&key(), Some(1)) else {
+            panic!("the first caller leads");
+        };
+        let Role::Waiter(waiting) = flights.join(&key(), Some(1)) else {
+            panic!("a caller with the same seq waits");
+        };
+        drop(leader);
+        assert_eq!(flights.len(), 0);
+        assert!(futures::executor::block_on(wait(waiting)).is_none());
     }
 }

@@ -4,41 +4,68 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A snapshot of a [`Cache`](crate::Cache)'s counters, from [`Cache::stats`](crate::Cache::stats).
 ///
+/// Every counter counts what its name says, once per occurrence, as the application sees it:
+/// one call of [`get`](crate::Cache::get), [`fetch`](crate::Cache::fetch) or
+/// [`get_or_insert_with`](crate::Cache::get_or_insert_with) is one hit or one miss, however many
+/// times the cache read the store or waited inside the call. So [`hit_rate`](Self::hit_rate) is
+/// the share of reads the application got from the cache.
+///
 /// # Examples
 ///
 /// ```
-/// use matroska_core::{Cache, MemoryStore};
+/// use matroska_core::{Cache, Loaded, MemoryStore};
 ///
 /// # futures::executor::block_on(async {
 /// let cache = Cache::new(MemoryStore::new());
 /// let _ = cache.get::<String>("nothing").await?;
+/// let load = || async { Ok::<_, std::io::Error>(Loaded::new(1)) };
+/// cache.get_or_insert_with("k", load).await?; // a miss and a load
+/// cache.get_or_insert_with("k", load).await?; // a hit
 /// let stats = cache.stats();
-/// assert_eq!((stats.hits, stats.misses), (0, 1));
-/// assert_eq!(stats.hit_rate(), 0.0);
+/// assert_eq!((stats.hits, stats.misses, stats.loads, stats.fills), (1, 2, 1, 1));
+/// assert_eq!(stats.hit_rate(), 1.0 / 3.0);
 /// # Ok::<(), matroska_core::Error>(()) });
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct CacheStats {
-    /// Reads that found a live entry.
+    /// Reads answered by a live entry of the store: calls of `get` that found a value, and
+    /// calls of `fetch`/`get_or_insert_with` whose value came from the store
+    /// ([`Origin::Cache`](crate::Origin::Cache)).
     pub hits: u64,
-    /// Reads that found none (including undecodable entries and fail-open errors).
+    /// Reads not answered by the store: calls of `get` that found nothing (no live entry, an
+    /// entry that does not decode, a read that failed open), and calls of
+    /// `fetch`/`get_or_insert_with` that loaded or took another caller's load (also when the
+    /// loader then failed).
     pub misses: u64,
-    /// Loader calls made by `get_or_insert_with`.
+    /// Loader calls.
     pub loads: u64,
-    /// Callers of `get_or_insert_with` that shared another caller's load.
+    /// Calls of `fetch`/`get_or_insert_with` that returned another caller's load
+    /// ([`Origin::Shared`](crate::Origin::Shared)). Each is also a miss.
     pub coalesced: u64,
-    /// Entries stored (by `put` or after a load).
+    /// Calls of `fetch`/`get_or_insert_with` that waited for another caller's load (at most once
+    /// per call). A wait ends in a shared value (`coalesced`), the leader's error, or a value this
+    /// call could not take (see `shares_refused`).
+    pub waits: u64,
+    /// Calls of `fetch`/`get_or_insert_with` that found a load of their key running in this
+    /// process and did not take its value, once per call: the load may predate an invalidation
+    /// that this call's own miss saw, nothing ordered the two misses (no fill token, as after a
+    /// read that failed open), or the store did not accept the loaded value. Such a call reads
+    /// again or loads itself: a caller never gets a value older than its own miss.
+    pub shares_refused: u64,
+    /// Entries stored: puts, and loads the store accepted.
     pub fills: u64,
-    /// Loaded values not stored because a dependency was invalidated during the load.
+    /// Loaded values the store refused to store ([`PutOutcome::Stale`](crate::store::PutOutcome::Stale)):
+    /// a dependency was invalidated during the load, or the load outlived the fill window.
     pub fills_rejected: u64,
-    /// Calls of `invalidate`.
+    /// Calls of `invalidate` that reached the store (with at least one dependency) and succeeded.
     pub invalidations: u64,
-    /// Entries that invalidations removed.
+    /// The sum of what those calls returned: the entries that depended on what they invalidated.
     pub entries_invalidated: u64,
-    /// Entries removed because they no longer decoded.
+    /// Stored entries that no longer decoded (another type, schema version or codec), and were
+    /// removed.
     pub decode_errors: u64,
-    /// Store errors (including those absorbed by fail-open mode).
+    /// Failed store operations, including those absorbed by fail-open mode.
     pub store_errors: u64,
 }
 
@@ -82,6 +109,8 @@ counters!(
     misses,
     loads,
     coalesced,
+    waits,
+    shares_refused,
     fills,
     fills_rejected,
     invalidations,

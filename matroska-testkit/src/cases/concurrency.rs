@@ -20,9 +20,9 @@ const WAIT: Duration = Duration::from_secs(10);
 struct DatabaseDown;
 
 /// Waits until `n` callers are waiting on another caller's load.
-async fn coalesced<S: Store>(cache: &Cache<S>, n: u64) {
+async fn waiting<S: Store>(cache: &Cache<S>, n: u64) {
     eventually(WAIT, "callers joined the load", || async {
-        cache.stats().coalesced >= n
+        cache.stats().waits >= n
     })
     .await;
 }
@@ -46,7 +46,7 @@ pub async fn single_flight_shares_one_load<H: Harness>(h: &H) {
             })
         })
         .collect();
-    coalesced(&cache, 7).await;
+    waiting(&cache, 7).await;
     go.send_replace(true);
     for task in tasks {
         assert_eq!(task.await.unwrap().unwrap(), 42);
@@ -56,7 +56,13 @@ pub async fn single_flight_shares_one_load<H: Harness>(h: &H) {
         1,
         "one loader call for 8 callers"
     );
-    assert_eq!(cache.stats().loads, 1);
+    let stats = cache.stats();
+    assert_eq!(
+        (stats.loads, stats.waits, stats.coalesced),
+        (1, 7, 7),
+        "{stats:?}"
+    );
+    assert_eq!((stats.misses, stats.hits), (8, 0), "{stats:?}");
     assert_eq!(cache.get::<u32>("flight:k").await.unwrap(), Some(42));
 }
 
@@ -77,7 +83,7 @@ pub async fn loader_error_reaches_every_waiter_and_the_next_call_retries<H: Harn
             })
         })
         .collect();
-    coalesced(&cache, 3).await;
+    waiting(&cache, 3).await;
     go.send_replace(true);
     for task in tasks {
         let err = task.await.unwrap().unwrap_err();
@@ -131,7 +137,7 @@ pub async fn loader_panic_reaches_every_waiter_and_the_next_call_retries<H: Harn
                 .await
         })
     };
-    coalesced(&cache, 1).await;
+    waiting(&cache, 1).await;
     go.send_replace(true);
     assert!(leader.await.unwrap_err().is_panic());
     assert!(matches!(waiter.await.unwrap(), Err(Error::LoaderPanicked)));
@@ -171,7 +177,7 @@ pub async fn cancelled_leader_hands_over_to_a_waiter<H: Harness>(h: &H) {
                 .await
         })
     };
-    coalesced(&cache, 1).await;
+    waiting(&cache, 1).await;
     leader.abort();
     assert!(leader.await.unwrap_err().is_cancelled());
     assert_eq!(waiter.await.unwrap().unwrap(), 5);
