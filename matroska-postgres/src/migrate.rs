@@ -19,11 +19,18 @@ pub(crate) struct Migration {
 }
 
 /// Every migration, in order. File `NNN_name.sql` is version NNN.
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "001_initial",
-    sql: include_str!("../migrations/001_initial.sql"),
-}];
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "001_initial",
+        sql: include_str!("../migrations/001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "002_cleanup_pass",
+        sql: include_str!("../migrations/002_cleanup_pass.sql"),
+    },
+];
 
 /// The first key of the advisory lock that serialises migrations (`"MKPG"`); the second is the
 /// hash of the schema name.
@@ -157,13 +164,14 @@ mod tests {
 
     #[test]
     fn every_table_is_qualified_with_the_schema() {
-        let sql = MIGRATIONS[0].sql;
-        for line in sql.lines() {
+        for line in MIGRATIONS.iter().flat_map(|m| m.sql.lines()) {
             let l = line.trim_start();
             for keyword in [
                 "CREATE TABLE ",
                 "CREATE UNLOGGED TABLE ",
                 "CREATE FUNCTION ",
+                "CREATE OR REPLACE FUNCTION ",
+                "ALTER TABLE ",
                 "FROM ",
             ] {
                 if let Some(rest) = l.strip_prefix(keyword) {

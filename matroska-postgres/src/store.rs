@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use deadpool::managed::Object;
-use matroska_core::store::{FillToken, KeyTtl, Lookup, PutOutcome, Store, check_ttl};
+use matroska_core::store::{FillToken, KeyTtl, Lookup, PutOutcome, Store, check_tags, check_ttl};
 use matroska_core::{Error, Key, Result, Tag};
 use tokio_postgres::Row;
 use tokio_postgres::types::{FromSql, ToSql, Type};
@@ -532,6 +532,7 @@ impl Store for PgStore {
         token: Option<&FillToken>,
     ) -> Result<PutOutcome> {
         check_ttl(ttl)?;
+        check_tags(tags)?;
         if value.len() > MAX_VALUE_LEN {
             return Err(Error::ValueTooLarge {
                 size: value.len(),

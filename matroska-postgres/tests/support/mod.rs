@@ -102,3 +102,93 @@ impl Schemas {
         }
     }
 }
+
+/// Runs `body` with fresh schemas, dropping them afterwards, also when it panics. Returns
+/// without running it when no server is configured (and fails instead when servers are
+/// required: `matroska_testkit::server_url`).
+pub async fn with_schemas<F, Fut>(body: F)
+where
+    F: FnOnce(std::sync::Arc<Schemas>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let Some(url) = matroska_testkit::server_url(URL_VAR) else {
+        return;
+    };
+    let schemas = std::sync::Arc::new(Schemas::new(&url).await);
+    let outcome = tokio::spawn(body(std::sync::Arc::clone(&schemas))).await;
+    schemas.drop_all().await;
+    if let Err(join) = outcome {
+        std::panic::resume_unwind(join.into_panic());
+    }
+}
+
+/// Expects a miss and returns its fill token.
+pub async fn miss(store: &PgStore, key: &matroska_core::Key) -> matroska_core::store::FillToken {
+    use matroska_core::store::{Lookup, Store};
+    match store.get(key).await.unwrap() {
+        Lookup::Miss(token) => token,
+        Lookup::Hit(b) => panic!("expected a miss for {key}, got {b:?}"),
+    }
+}
+
+/// The number of rows of a table of the store's schema.
+pub async fn rows(admin: &tokio_postgres::Client, store: &PgStore, table: &str) -> i64 {
+    let sql = format!("SELECT count(*) FROM {}.{table}", store.schema().quoted());
+    admin.query_one(&sql, &[]).await.unwrap().get(0)
+}
+
+/// Runs `cleanup()` until it has pruned `stamps` stamps in all (they become prunable two fill
+/// windows after a cleanup first sees them committed: real time on the server's clock must pass),
+/// polling every 50 ms, for at most ten fill windows. Returns the summed reports' counts.
+pub async fn cleanup_until_pruned(
+    store: &PgStore,
+    stamps: u64,
+) -> matroska_postgres::CleanupReport {
+    let limit = store.fill_window() * 10 + Duration::from_secs(5);
+    let start = std::time::Instant::now();
+    let mut sum = matroska_postgres::CleanupReport::default();
+    loop {
+        let report = store.cleanup().await.unwrap();
+        assert!(report.complete, "{report:?}");
+        sum.expired += report.expired;
+        sum.swept += report.swept;
+        sum.stamps_pruned += report.stamps_pruned;
+        sum.strays += report.strays;
+        sum.rounds += report.rounds;
+        if sum.stamps_pruned >= stamps {
+            return sum;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "cleanup pruned {} of {stamps} stamps within {limit:?}: {sum:?}",
+            sum.stamps_pruned
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits (bounded polling, 30 s at most) until `count` backends wait on a lock held by the
+/// backend `pid`, and returns their pids.
+pub async fn blocked_by(admin: &tokio_postgres::Client, pid: i32, count: usize) -> Vec<i32> {
+    let start = std::time::Instant::now();
+    loop {
+        let pids: Vec<i32> = admin
+            .query(
+                "SELECT pid FROM pg_stat_activity WHERE $1 = ANY (pg_blocking_pids(pid))",
+                &[&pid],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        if pids.len() >= count {
+            return pids;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{count} backends did not block on backend {pid} within 30 s (blocked: {pids:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
