@@ -2,7 +2,7 @@
 
 mod tag_table;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -514,6 +514,11 @@ impl Store for MemoryStore {
     async fn delete(&self, key: &Key) -> Result<bool> {
         let inner = &self.inner;
         let removed = inner.entries.remove(key);
+        if let Some(entry) = &removed {
+            for state in &entry.tags {
+                state.remove_member(key, entry);
+            }
+        }
         inner.after_write();
         Ok(removed.is_some_and(|entry| inner.is_live(&entry)))
     }
@@ -522,28 +527,37 @@ impl Store for MemoryStore {
         let inner = &self.inner;
         let now = inner.now();
         let seq = inner.seq.fetch_add(1, Ordering::SeqCst) + 1;
-        // The states of the tags and their stamps before this call, then every member: an entry
-        // carrying several of the tags is one entry.
+        // The states of the tags and their stamps before this call, then every member. A key may
+        // be a member of several of the tags with different entries (one of them replaced since),
+        // so members are told apart by entry, and an entry carrying several of the tags is one.
         let mut before = Vec::with_capacity(tags.len());
-        let mut found = HashMap::new();
+        let mut found: HashMap<*const Entry, (Key, Weak<Entry>)> = HashMap::new();
         for tag in tags {
             let state = inner.tags.get_or_insert(tag);
             let (stamp, members) = state.invalidate(seq, now);
-            found.extend(members);
+            found.extend(
+                members
+                    .into_iter()
+                    .map(|(key, entry)| (entry.as_ptr(), (key, entry))),
+            );
             before.push((state, stamp));
         }
-        // Should a key's entries differ between the tags (a re-put racing with this call), the
-        // entry not reclaimed here is still never served: its stamp check fails at read time.
-        // Count the entries that were live until this call: not cleared, expired or invalidated
-        // earlier (an entry removed from one tag's index by an earlier invalidation is still a
-        // member of its other tags' indexes until reclaimed).
+        // Count the keys whose entries were live until this call: not cleared, expired or
+        // invalidated earlier (an entry removed from one tag's index by an earlier invalidation
+        // is still a member of its other tags' indexes until reclaimed), once per key (moka may
+        // still hold an entry replaced by a put).
         let count = found
             .values()
-            .filter_map(Weak::upgrade)
-            .filter(|entry| inner.was_live_before(entry, &before))
-            .count() as u64;
+            .filter(|(_, entry)| {
+                entry
+                    .upgrade()
+                    .is_some_and(|entry| inner.was_live_before(&entry, &before))
+            })
+            .map(|(key, _)| key)
+            .collect::<HashSet<_>>()
+            .len() as u64;
         if !found.is_empty() {
-            inner.pending.lock().extend(found);
+            inner.pending.lock().extend(found.into_values());
         }
         inner.after_write();
         Ok(count)

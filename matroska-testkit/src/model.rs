@@ -20,9 +20,11 @@
 //!   on a mock clock and 24 in real time;
 //! - `MATROSKA_MODEL_STEPS=<n>` sets the longest sequence (default 48).
 
+mod envelope;
 mod exec;
 mod op;
 mod reference;
+mod timing;
 
 use std::sync::atomic::Ordering;
 

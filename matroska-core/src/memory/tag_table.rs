@@ -56,6 +56,18 @@ impl TagState {
         }
     }
 
+    /// Removes `key` from the index if it is there for `entry` (a deleted entry), so that a
+    /// later invalidation does not count it.
+    pub(super) fn remove_member(&self, key: &Key, entry: &Arc<Entry>) {
+        let mut members = self.members.lock();
+        if members
+            .get(key)
+            .is_some_and(|member| std::ptr::eq(member.as_ptr(), Arc::as_ptr(entry)))
+        {
+            members.remove(key);
+        }
+    }
+
     /// The number of members, dead ones included.
     #[cfg(test)]
     pub(super) fn member_count(&self) -> usize {

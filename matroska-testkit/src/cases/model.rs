@@ -10,8 +10,17 @@ use crate::model::{ModelConfig, check};
 pub async fn random_operations_match_the_model<H: Harness>(h: &H) {
     let report = check(h, ModelConfig::from_env(h.exact_time())).await;
     assert!(report.hits > 0, "no read hit: {report:?}");
-    assert!(report.fills_refused > 0, "no stale fill was refused: {report:?}");
+    assert!(
+        report.fills_refused > 0,
+        "no stale fill was refused: {report:?}"
+    );
     assert!(report.fills_stored > 0, "no fill was stored: {report:?}");
-    assert!(report.loads_stored > 0, "no held load was stored: {report:?}");
-    assert!(report.removed > 0, "no invalidation removed anything: {report:?}");
+    assert!(
+        report.loads_stored > 0,
+        "no held load was stored: {report:?}"
+    );
+    assert!(
+        report.removed > 0,
+        "no invalidation removed anything: {report:?}"
+    );
 }

@@ -1,15 +1,17 @@
 //! Runs one generated sequence against a store and checks every answer against the model.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use matroska_core::store::{KeyTtl, Lookup, PutOutcome, Store};
-use matroska_core::{Bytes, Cache, Dep, Fetched, Key, Loaded, MemoryStore, Origin, Tag};
+use matroska_core::{Cache, Dep, Fetched, Key, Loaded, Origin, Tag};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use super::envelope::Envelope;
 use super::op::{KEYS, Life, Op, PADDING_TAGS, STEPS, TAGS};
 use super::reference::{FillRule, Model, Span, Token, Tri};
+use super::timing::Timing;
 use crate::Harness;
 
 /// How many fill tokens and held loads a case keeps at most.
@@ -37,79 +39,6 @@ fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 
-/// Time as the case sees it: a mock clock that moves only when the case advances it, or real
-/// time with a tolerance for the server's clock.
-pub(crate) struct Timing {
-    exact: bool,
-    origin: Instant,
-    mock: Duration,
-    pub(crate) tolerance: Duration,
-    short: Duration,
-    long: Duration,
-    steps: [Duration; STEPS as usize],
-}
-
-impl Timing {
-    pub(crate) fn new(exact: bool, window: Duration) -> Self {
-        let ms = Duration::from_millis;
-        if exact {
-            Self {
-                exact,
-                origin: Instant::now(),
-                mock: Duration::ZERO,
-                tolerance: Duration::ZERO,
-                short: ms(1_000),
-                long: ms(5_000),
-                steps: [
-                    ms(100),
-                    ms(500),
-                    ms(1_000),
-                    ms(1_000),
-                    ms(2_000),
-                    ms(5_000),
-                    ms(30_000),
-                    window + ms(1),
-                ],
-            }
-        } else {
-            Self {
-                exact,
-                origin: Instant::now(),
-                mock: Duration::ZERO,
-                tolerance: ms(100),
-                short: ms(250),
-                long: ms(1_200),
-                steps: [
-                    ms(5),
-                    ms(20),
-                    ms(50),
-                    ms(100),
-                    ms(200),
-                    ms(300),
-                    ms(700),
-                    window + ms(150),
-                ],
-            }
-        }
-    }
-
-    fn now(&self) -> Duration {
-        if self.exact {
-            self.mock
-        } else {
-            self.origin.elapsed()
-        }
-    }
-
-    fn ttl(&self, life: Life) -> Option<Duration> {
-        match life {
-            Life::Forever => None,
-            Life::Short => Some(self.short),
-            Life::Long => Some(self.long),
-        }
-    }
-}
-
 /// A load held at its gate: the loader runs once the gate gets its value.
 struct Load {
     key: u8,
@@ -117,50 +46,6 @@ struct Load {
     span: Span,
     gate: oneshot::Sender<(u64, Vec<Dep>, Option<Duration>)>,
     task: JoinHandle<matroska_core::Result<Fetched<u64>>>,
-}
-
-/// Encodes and decodes values the way [`Cache`] does, on a private memory store: every value in
-/// a case is a `u64` in the cache's envelope, so that store-level reads and cache-level loads
-/// see the same entries.
-struct Envelope {
-    store: MemoryStore,
-    cache: Cache<MemoryStore>,
-}
-
-impl Envelope {
-    fn new() -> Self {
-        let store = MemoryStore::new();
-        Self {
-            cache: Cache::new(store.clone()),
-            store,
-        }
-    }
-
-    async fn encode(&self, value: u64) -> Result<Bytes, String> {
-        let k = crate::support::key("encode");
-        self.cache
-            .put(k.clone(), &value)
-            .await
-            .map_err(|e| format!("encode: {e}"))?;
-        match self.store.get(&k).await {
-            Ok(Lookup::Hit(bytes)) => Ok(bytes),
-            other => Err(format!("encode: {other:?}")),
-        }
-    }
-
-    async fn decode(&self, bytes: Bytes) -> Result<u64, String> {
-        let k = crate::support::key("decode");
-        self.store
-            .put(&k, bytes.clone(), &[], None, None)
-            .await
-            .map_err(|e| format!("decode: {e}"))?;
-        match self.cache.get::<u64>(k).await {
-            Ok(Some(v)) => Ok(v),
-            other => Err(format!(
-                "the store returned bytes that are not a value of this case ({other:?}): {bytes:?}"
-            )),
-        }
-    }
 }
 
 fn key_of(k: u8) -> Key {
@@ -341,31 +226,30 @@ impl<'h, H: Harness> Case<'h, H> {
     /// Checks a hit of `value` (or a miss) under `key` at `span`.
     fn check_read(&mut self, key: u8, value: Option<u64>, span: Span) -> Result<(), String> {
         let live = self.model.live(key, span);
-        match value {
-            Some(v) => {
-                let expected = self.model.entries[usize::from(key)].as_ref().map(|e| e.value);
-                if live == Tri::No || expected != Some(v) {
-                    return Err(format!(
-                        "STALE READ: k{key} returned value {v}; the model says {}",
-                        self.model.describe(key)
-                    ));
-                }
-                bump(&self.stats.hits);
+        if let Some(v) = value {
+            let expected = self.model.entries[usize::from(key)]
+                .as_ref()
+                .map(|e| e.value);
+            if live == Tri::No || expected != Some(v) {
+                return Err(format!(
+                    "STALE READ: k{key} returned value {v}; the model says {}",
+                    self.model.describe(key)
+                ));
             }
-            None => {
-                if live == Tri::Yes {
-                    return Err(format!(
-                        "LOST ENTRY: k{key} is a miss; the model says {}",
-                        self.model.describe(key)
-                    ));
-                }
-                if self.model.entries[usize::from(key)].is_some() {
-                    bump(&self.stats.expired_reads);
-                }
-                self.model.observed_miss(key);
-                bump(&self.stats.misses);
-            }
+            bump(&self.stats.hits);
+            return Ok(());
         }
+        if live == Tri::Yes {
+            return Err(format!(
+                "LOST ENTRY: k{key} is a miss; the model says {}",
+                self.model.describe(key)
+            ));
+        }
+        if self.model.entries[usize::from(key)].is_some() {
+            bump(&self.stats.expired_reads);
+        }
+        self.model.observed_miss(key);
+        bump(&self.stats.misses);
         Ok(())
     }
 
@@ -388,7 +272,7 @@ impl<'h, H: Harness> Case<'h, H> {
                 }
                 self.tokens.push(Token {
                     key,
-                    token,
+                    fill: token,
                     at: self.step,
                     span,
                 });
@@ -429,7 +313,9 @@ impl<'h, H: Harness> Case<'h, H> {
         let entry = self.model.entries[usize::from(key)].clone();
         match (ttl, entry) {
             (KeyTtl::Missing, _) => self.check_read(key, None, span),
-            (_, None) => Err(format!("STALE TTL: k{key} reports {ttl:?}; nothing may be served")),
+            (_, None) => Err(format!(
+                "STALE TTL: k{key} reports {ttl:?}; nothing may be served"
+            )),
             (_, Some(_)) if live == Tri::No => Err(format!(
                 "STALE TTL: k{key} reports {ttl:?}; the model says {}",
                 self.model.describe(key)
@@ -466,7 +352,9 @@ impl<'h, H: Harness> Case<'h, H> {
     ) -> Result<(), String> {
         match (rule, stored) {
             (FillRule::Refuse(why), true) => {
-                return Err(format!("STALE FILL: {what} of k{key} was stored, but {why}"));
+                return Err(format!(
+                    "STALE FILL: {what} of k{key} was stored, but {why}"
+                ));
             }
             (FillRule::Store, false) => {
                 return Err(format!(
@@ -491,7 +379,13 @@ impl<'h, H: Harness> Case<'h, H> {
         let ttl = self.timing.ttl(life);
         let lo = self.timing.now();
         let outcome = self.stores[usize::from(on)]
-            .put(&key_of(token.key), bytes, &tags_of(tags), ttl, Some(&token.token))
+            .put(
+                &key_of(token.key),
+                bytes,
+                &tags_of(tags),
+                ttl,
+                Some(&token.fill),
+            )
             .await
             .map_err(|e| format!("fill failed: {e}"))?;
         let span = self.span(lo);
@@ -578,7 +472,7 @@ impl<'h, H: Harness> Case<'h, H> {
         }
         let token = Token {
             key: load.key,
-            token: matroska_core::store::FillToken::new(0, 0),
+            fill: matroska_core::store::FillToken::new(0, 0),
             at: load.at,
             span: load.span,
         };
@@ -595,7 +489,9 @@ impl<'h, H: Harness> Case<'h, H> {
     async fn invalidate(&mut self, on: u8, tags: u8, padded: bool) -> Result<(), String> {
         let mut list = tags_of(tags);
         if padded {
-            list.extend((0..PADDING_TAGS).map(|i| crate::support::tag(&Dep::tag(format!("pad{i}")))));
+            list.extend(
+                (0..PADDING_TAGS).map(|i| crate::support::tag(&Dep::tag(format!("pad{i}")))),
+            );
         }
         let lo = self.timing.now();
         let removed = self.stores[usize::from(on)]

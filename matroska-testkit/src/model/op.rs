@@ -28,7 +28,12 @@ pub(crate) enum Life {
 #[derive(Debug, Clone)]
 pub(crate) enum Op {
     /// `put` without a token: stored unconditionally.
-    Put { on: u8, key: u8, tags: u8, life: Life },
+    Put {
+        on: u8,
+        key: u8,
+        tags: u8,
+        life: Life,
+    },
     /// `get`; a miss keeps its fill token for a later [`Op::Fill`].
     Get { on: u8, key: u8 },
     /// `exists`: the same checks as `get`.
@@ -36,7 +41,12 @@ pub(crate) enum Op {
     /// `ttl`: missing, persistent or remaining.
     Ttl { on: u8, key: u8 },
     /// `put` with one of the kept fill tokens (for the key it was issued for).
-    Fill { on: u8, token: u8, tags: u8, life: Life },
+    Fill {
+        on: u8,
+        token: u8,
+        tags: u8,
+        life: Life,
+    },
     /// `Cache::fetch` whose loader is held at a gate until [`Op::FinishLoad`].
     StartLoad { on: u8, key: u8 },
     /// Opens the gate of a held load: its loader returns a new value with these dependencies.

@@ -69,7 +69,7 @@ pub(crate) struct Entry {
 #[derive(Debug, Clone)]
 pub(crate) struct Token {
     pub(crate) key: u8,
-    pub(crate) token: matroska_core::store::FillToken,
+    pub(crate) fill: matroska_core::store::FillToken,
     /// The operation whose miss issued it.
     pub(crate) at: usize,
     pub(crate) span: Span,
@@ -79,8 +79,8 @@ pub(crate) struct Token {
 #[derive(Debug)]
 pub(crate) struct Model {
     pub(crate) entries: [Option<Entry>; KEYS as usize],
-    /// Per key, the tags of every entry stored under it since it was last removed for sure:
-    /// an invalidation may count an entry that had just expired or been replaced.
+    /// Per key, the tags of the entries stored under it that an invalidation may still count:
+    /// the store's contract lets it count an entry that had just expired or been replaced.
     pub(crate) ever: [u8; KEYS as usize],
     /// Per tag, the operation that last invalidated it.
     pub(crate) invalidated: [Option<usize>; TAGS as usize],
@@ -228,10 +228,9 @@ impl Model {
                     low += 1;
                 }
                 self.entries[i] = None;
-                self.ever[i] = 0;
-            } else {
-                self.ever[i] &= !tags;
             }
+            // Entries replaced earlier may still be counted by their other tags.
+            self.ever[i] &= !tags;
         }
         for t in 0..TAGS {
             if tags & (1 << t) != 0 {
@@ -242,8 +241,10 @@ impl Model {
     }
 
     pub(crate) fn delete(&mut self, key: u8) {
-        self.entries[usize::from(key)] = None;
-        self.ever[usize::from(key)] = 0;
+        // Entries replaced before may still be counted by an invalidation of their tags.
+        if let Some(entry) = self.entries[usize::from(key)].take() {
+            self.ever[usize::from(key)] &= !entry.tags;
+        }
     }
 
     pub(crate) fn clear(&mut self, by: usize) {
@@ -305,7 +306,7 @@ mod tests {
         let mut model = Model::new(Duration::ZERO, Duration::from_secs(60));
         let token = Token {
             key: 0,
-            token: matroska_core::store::FillToken::new(1, 0),
+            fill: matroska_core::store::FillToken::new(1, 0),
             at: 3,
             span: at(0),
         };
