@@ -2,6 +2,8 @@
 
 use std::error::Error as StdError;
 
+use crate::commit::Invalidations;
+
 /// What can go wrong in `matroska-diesel`.
 ///
 /// Database and cache errors keep their source: `Error::Database` wraps Diesel's error
@@ -37,6 +39,40 @@ pub enum Error {
         "the transaction committed, but the cache invalidation failed: cached values may be stale"
     )]
     Invalidation(#[source] matroska_core::Error),
+
+    /// `COMMIT` failed, so whether the transaction committed may be unknown: the connection can
+    /// be lost after the server wrote the commit. The transaction's invalidations are here, to be
+    /// applied as if it had committed (invalidating when in doubt is always safe).
+    ///
+    /// [`transaction`](crate::transaction) hands them back for the caller to apply;
+    /// [`CachedPool::transaction`](crate::CachedPool::transaction) has applied them already, so
+    /// `invalidations` is empty, unless applying them failed too (then they are the ones it
+    /// could not apply). A `COMMIT` the server refused (a serialization failure, a deferred
+    /// constraint) did not commit; it is reported here all the same, with `source` telling why.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use matroska_diesel::{Cache, Error, transaction};
+    ///
+    /// # async fn f(conn: &mut diesel::PgConnection, cache: Cache<matroska_core::MemoryStore>) -> Result<(), Error> {
+    /// let outcome = transaction(conn, |tx| {
+    ///     tx.invalidate([matroska_diesel::Dep::tag("settings")]);
+    ///     Ok::<_, Error>(())
+    /// });
+    /// if let Err(Error::CommitFailed { source, invalidations }) = outcome {
+    ///     invalidations.apply(&cache).await?;
+    ///     return Err(source.into());
+    /// }
+    /// # Ok(()) }
+    /// ```
+    #[error("COMMIT failed: the transaction may or may not have committed")]
+    CommitFailed {
+        /// The database's error on `COMMIT`.
+        source: diesel::result::Error,
+        /// What the transaction's writes touched: apply them.
+        invalidations: Invalidations,
+    },
 
     /// An update by filter kept meeting rows that other transactions changed to match the
     /// filter between its locked read and its update, so their old images could not be read.

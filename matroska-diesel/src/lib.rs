@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod commit;
 mod deps;
 mod error;
 mod model;
@@ -21,11 +22,12 @@ pub use matroska_core::{Cache, Dep, Loaded, Scopes, Value};
 #[cfg(feature = "derive")]
 pub use matroska_diesel_derive::{CacheDeps, CacheModel};
 
+pub use crate::commit::{Invalidations, transaction};
 pub use crate::deps::{CacheDeps, Deps, loaded};
 pub use crate::error::Error;
 pub use crate::model::{CacheModel, ScopeFilter};
 #[cfg(feature = "r2d2")]
 pub use crate::pool::{CachedPool, PgPool};
-pub use crate::tx::{Invalidations, Tx, transaction};
+pub use crate::tx::Tx;
 pub use crate::value::ToValue;
 pub use crate::write::Locked;

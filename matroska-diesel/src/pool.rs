@@ -12,9 +12,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::task::JoinError;
 
+use crate::commit::{Failure, Invalidations, run};
 use crate::deps::{CacheDeps, loaded};
 use crate::error::Error;
-use crate::tx::{Tx, transaction};
+use crate::tx::Tx;
 
 /// An r2d2 pool of PostgreSQL connections.
 pub type PgPool = Pool<ConnectionManager<PgConnection>>;
@@ -166,11 +167,14 @@ impl<S: Store, C: Codec> CachedPool<S, C> {
     /// while the transaction runs, the transaction still finishes and, if it commits, its
     /// invalidations are still applied. A rollback (an error from `f`) or a panic in `f` leaves
     /// nothing behind: the buffer is dropped with the transaction, and a connection that
-    /// panicked is rolled back (r2d2 also discards it).
+    /// panicked is rolled back (r2d2 also discards it). If `COMMIT` fails, the transaction may
+    /// have committed all the same (the connection was lost during `COMMIT`): its invalidations
+    /// are applied anyway, then [`Error::CommitFailed`] is returned.
     ///
     /// # Errors
     ///
-    /// `f`'s error; the database's error on `BEGIN` / `COMMIT`; [`Error::Pool`],
+    /// `f`'s error; the database's error on `BEGIN`; [`Error::CommitFailed`] (its
+    /// invalidations applied, or, if applying them failed too, handed back), [`Error::Pool`],
     /// [`Error::Cancelled`], and [`Error::Invalidation`] (the transaction committed but the
     /// cache could not be invalidated), converted into `E`.
     ///
@@ -190,19 +194,34 @@ impl<S: Store, C: Codec> CachedPool<S, C> {
         let pool = self.pool.clone();
         let cache = self.cache.clone();
         let task = tokio::spawn(async move {
-            let (value, invalidations) = blocking(move || {
+            let outcome = blocking(move || {
                 let mut conn = pool
                     .get()
-                    .map_err(|err| E::from(Error::Pool(Box::new(err))))?;
-                transaction(&mut conn, f)
+                    .map_err(|err| Failure::Aborted(E::from(Error::Pool(Box::new(err)))))?;
+                run(&mut conn, f)
             })
             .await
-            .unwrap_or_else(|err| Err(E::from(err)))?;
-            invalidations
-                .apply(&cache)
-                .await
-                .map_err(|err| E::from(Error::Invalidation(err)))?;
-            Ok(value)
+            .unwrap_or_else(|err| Err(Failure::Aborted(E::from(err))));
+            match outcome {
+                Ok((value, invalidations)) => {
+                    invalidations
+                        .apply(&cache)
+                        .await
+                        .map_err(|err| E::from(Error::Invalidation(err)))?;
+                    Ok(value)
+                }
+                Err(Failure::Aborted(err)) => Err(err),
+                Err(Failure::Commit {
+                    source,
+                    invalidations,
+                }) => {
+                    let invalidations = apply_in_doubt(&cache, invalidations).await;
+                    Err(E::from(Error::CommitFailed {
+                        source,
+                        invalidations,
+                    }))
+                }
+            }
         });
         match task.await {
             Ok(outcome) => outcome,
@@ -254,6 +273,28 @@ impl<S: Store, C: Codec> CachedPool<S, C> {
             })
             .await?;
         Ok(fetched)
+    }
+}
+
+/// Applies the invalidations of a transaction whose `COMMIT` failed; returns those it could not
+/// apply (none when it could).
+async fn apply_in_doubt<S: Store, C: Codec>(
+    cache: &Cache<S, C>,
+    invalidations: Invalidations,
+) -> Invalidations {
+    match cache.invalidate(invalidations.deps()).await {
+        Ok(removed) => {
+            tracing::debug!(removed, "applied the invalidations of a failed COMMIT");
+            drop(invalidations.into_deps());
+            Invalidations::default()
+        }
+        Err(err) => {
+            tracing::error!(
+                error = %err,
+                "COMMIT failed, and so did applying its invalidations: handing them back"
+            );
+            invalidations
+        }
     }
 }
 

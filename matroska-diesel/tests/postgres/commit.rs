@@ -6,16 +6,34 @@ use std::time::Duration;
 use diesel::connection::{AnsiTransactionManager, SimpleConnection as _, TransactionManager};
 use diesel::prelude::*;
 use futures::FutureExt as _;
-use matroska_diesel::{Error, transaction};
+use matroska_diesel::{CacheModel as _, Error, transaction};
 
 use crate::support::schema::articles;
-use crate::support::{Article, Backend, Fixture, NewArticle, list_key};
+use crate::support::{Article, Backend, Fixture, NewArticle, Pid, list_key};
+
+/// Ends this connection's server process from another connection, and waits until it has
+/// exited: the next statement on `conn` (the COMMIT) fails, as when the connection is lost
+/// during COMMIT, and the client cannot know whether the transaction committed.
+fn lose_the_connection(conn: &mut PgConnection, other: &mut PgConnection) {
+    let pid = diesel::sql_query("SELECT pg_backend_pid() AS pid")
+        .get_result::<Pid>(conn)
+        .expect("pid")
+        .pid;
+    let terminated: bool = diesel::select(diesel::dsl::sql::<diesel::sql_types::Bool>(&format!(
+        "pg_terminate_backend({pid}, 30000)"
+    )))
+    .get_result(other)
+    .expect("terminate");
+    assert!(terminated, "the backend exited");
+}
 
 over_every_store!(
     rollback_drops_invalidations,
     commit_applies_invalidations_and_not_before,
     errors_and_panics_leave_nothing_for_the_next_user_of_a_pooled_connection,
     a_dropped_caller_still_gets_its_commit_invalidated,
+    a_commit_with_an_unknown_outcome_through_the_pool_still_invalidates,
+    a_commit_with_an_unknown_outcome_hands_its_invalidations_back,
 );
 
 async fn rollback_drops_invalidations(backend: Backend) {
@@ -210,4 +228,90 @@ async fn a_dropped_caller_still_gets_its_commit_invalidated(backend: Backend) {
     )
     .await;
     assert!(f.cache_list("tech", true).await.is_empty());
+}
+
+/// Review M5 / issue defect 10: the connection is lost during COMMIT. The transaction may have
+/// committed, so its invalidations are applied anyway (invalidating when in doubt is always
+/// safe), and the caller gets the COMMIT's error.
+async fn a_commit_with_an_unknown_outcome_through_the_pool_still_invalidates(backend: Backend) {
+    let Some(f) = Fixture::new(backend, 2).await else {
+        return;
+    };
+    let article = f.insert(1, "tech", true).await;
+    f.cache_list("tech", true).await;
+    let id = article.id;
+    let connect = f.connect();
+    let outcome: Result<(), Error> =
+        f.db.transaction(move |tx| {
+            tx.update_by_id::<Article, _, _, _>(
+                articles::table,
+                id,
+                articles::published.eq(false),
+            )?;
+            lose_the_connection(tx.conn(), &mut connect());
+            Ok(())
+        })
+        .await;
+    let err = outcome.expect_err("the COMMIT cannot succeed on a lost connection");
+    assert!(
+        !f.cached(&list_key("tech", true)).await,
+        "the list the transaction may have changed is still cached after a COMMIT with an \
+         unknown outcome ({err})"
+    );
+    assert!(
+        matches!(&err, Error::CommitFailed { invalidations, .. } if invalidations.is_empty()),
+        "the COMMIT's error, its invalidations applied: {err:?}"
+    );
+}
+
+/// The same without a pool: [`transaction`] cannot apply them, so it hands them back in
+/// [`Error::CommitFailed`].
+async fn a_commit_with_an_unknown_outcome_hands_its_invalidations_back(backend: Backend) {
+    let Some(f) = Fixture::new(backend, 2).await else {
+        return;
+    };
+    let article = f.insert(1, "tech", true).await;
+    f.cache_list("tech", true).await;
+    let id = article.id;
+    let connect = f.connect();
+    let err = tokio::task::spawn_blocking(move || {
+        let mut conn = connect();
+        transaction(&mut conn, |tx| {
+            tx.update_by_id::<Article, _, _, _>(
+                articles::table,
+                id,
+                articles::published.eq(false),
+            )?;
+            lose_the_connection(tx.conn(), &mut connect());
+            Ok::<_, Error>(())
+        })
+        .expect_err("the COMMIT cannot succeed on a lost connection")
+    })
+    .await
+    .expect("join");
+    let Error::CommitFailed {
+        source,
+        invalidations,
+    } = err
+    else {
+        panic!("a failed COMMIT hands its invalidations back, not {err:?}");
+    };
+    assert!(
+        matches!(
+            source,
+            diesel::result::Error::DatabaseError(..)
+                | diesel::result::Error::RollbackErrorOnCommit { .. }
+        ),
+        "the COMMIT's own error: {source:?}"
+    );
+    assert!(
+        invalidations.deps().contains(&Article::dep_for_id(id)),
+        "{invalidations:?}"
+    );
+    assert!(
+        f.cached(&list_key("tech", true)).await,
+        "nothing is applied behind the caller's back"
+    );
+    invalidations.apply(f.cache()).await.expect("invalidate");
+    assert!(!f.cached(&list_key("tech", true)).await);
 }
