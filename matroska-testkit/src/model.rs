@@ -17,7 +17,7 @@
 //!
 //! - `MATROSKA_TEST_SEED=<u64>` replays a run (the seed is printed at the start);
 //! - `MATROSKA_MODEL_CASES=<n>` sets the number of sequences (the long run); the default is 200
-//!   on a mock clock and 24 in real time;
+//!   on a mock clock and 32 in real time;
 //! - `MATROSKA_MODEL_STEPS=<n>` sets the longest sequence (default 48).
 
 mod envelope;
@@ -66,7 +66,7 @@ impl ModelConfig {
         let var = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
         let cases = var("MATROSKA_MODEL_CASES")
             .and_then(|n| u32::try_from(n).ok())
-            .unwrap_or(if exact_time { 200 } else { 24 });
+            .unwrap_or(if exact_time { 200 } else { 32 });
         let steps = var("MATROSKA_MODEL_STEPS")
             .and_then(|n| usize::try_from(n).ok())
             .unwrap_or(48);
