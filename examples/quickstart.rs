@@ -160,8 +160,11 @@ impl<S: Store> Blog<S> {
                 .id(|a: &Article| a.id)
                 .describe(["category", "published"], |a: &Article| {
                     (a.category.clone(), a.published)
-                }),
-            author_scopes: Scopes::new("author").id(|a: &Author| a.id),
+                })
+                .fields(&["id", "author_id", "title", "body"]),
+            author_scopes: Scopes::new("author")
+                .id(|a: &Author| a.id)
+                .fields(&["id", "name"]),
         }
     }
 

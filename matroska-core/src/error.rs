@@ -97,6 +97,19 @@ pub enum Error {
         fields: Vec<String>,
     },
 
+    /// The fields a write modified name one that the [`Scopes`](crate::Scopes) of its kind
+    /// neither describe, watch nor declare ([`Scopes::fields`](crate::Scopes::fields)), and the
+    /// scopes are in strict mode: a misspelled name could leave lists stale.
+    #[error(
+        "kind {kind:?} has no field {fields:?} (describe or watch it, declare it with Scopes::fields, or use lenient mode)"
+    )]
+    UnknownFields {
+        /// The entity kind.
+        kind: String,
+        /// The unknown field names, in the order given.
+        fields: Vec<String>,
+    },
+
     /// A condition or scope was malformed (a field given twice, for example).
     #[error("invalid condition for kind {kind:?}: {reason}")]
     InvalidCondition {

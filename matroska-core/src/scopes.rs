@@ -53,6 +53,8 @@ pub struct Scopes<T> {
     strict: bool,
     id: Option<IdExtractor<T>>,
     sets: Vec<FieldSet<T>>,
+    /// Fields of the kind that no field set reads or watches, declared with `fields`.
+    others: Vec<String>,
 }
 
 struct FieldSet<T> {
@@ -80,6 +82,7 @@ impl<T> Scopes<T> {
             strict: true,
             id: None,
             sets: Vec::new(),
+            others: Vec::new(),
         }
     }
 
@@ -207,6 +210,36 @@ impl<T> Scopes<T> {
         self
     }
 
+    /// Declares the kind's other fields: those no list is filtered by or watches (a title, a
+    /// body). A write's `modified` list may name them; in strict mode
+    /// [`try_invalidate_for`](Scopes::try_invalidate_for) refuses names that are neither
+    /// described, watched nor declared here, since a misspelled name could leave a list stale.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use matroska_core::{Error, Scopes};
+    ///
+    /// #[derive(Clone)]
+    /// struct Article { category: String, title: String }
+    ///
+    /// let scopes = Scopes::new("article")
+    ///     .describe(["category"], |a: &Article| a.category.clone())
+    ///     .fields(&["title"]);
+    /// let old = Article { category: "news".into(), title: "a".into() };
+    /// let new = Article { title: "b".into(), ..old.clone() };
+    /// assert!(scopes.try_invalidate_for(Some(&old), Some(&new), Some(&["title"])).is_ok());
+    /// let misspelled = scopes.try_invalidate_for(Some(&old), Some(&new), Some(&["titel"]));
+    /// assert!(matches!(misspelled, Err(Error::UnknownFields { .. })));
+    /// ```
+    #[must_use]
+    pub fn fields(mut self, names: &[&str]) -> Self {
+        self.others.extend(names.iter().map(|n| (*n).to_owned()));
+        self.others.sort();
+        self.others.dedup();
+        self
+    }
+
     /// The entity kind.
     ///
     /// # Examples
@@ -314,13 +347,26 @@ impl<T> Scopes<T> {
         Ok(self.any())
     }
 
-    /// The dependencies a write touches: the scopes of the old row (it may have left them) and of
-    /// the new row (it may have entered them), for the field sets whose fields (or watched fields,
-    /// see [`describe_watching`](Scopes::describe_watching)) intersect `modified` (all of them
-    /// when `modified` is `None`, or for an insert or delete), the ids of both rows
-    /// (when [`id`](Scopes::id) was declared), and [`any`](Scopes::any).
+    /// The dependencies a write touches: the ids of the old and the new row (when
+    /// [`id`](Scopes::id) was declared), [`any`](Scopes::any), and the scopes of the old row (it
+    /// may have left them) and of the new row (it may have entered them) for every field set the
+    /// write may have changed. Insert: `old` is `None`; delete: `new` is `None`. The result has no
+    /// duplicates.
     ///
-    /// Insert: `old` is `None`; delete: `new` is `None`. The result has no duplicates.
+    /// `modified` names the fields the write set (`None`: unknown). A field set is touched when
+    ///
+    /// - the write is an insert or a delete, or `modified` is `None`;
+    /// - the values its extractor reads differ between the old and the new row, whatever
+    ///   `modified` says (an incomplete or misspelled list cannot hide a row leaving or entering
+    ///   a list);
+    /// - `modified` names one of its fields or watched fields (see
+    ///   [`describe_watching`](Scopes::describe_watching): only `modified` can tell that a field
+    ///   no extractor reads changed); or
+    /// - `modified` names a field these scopes do not know: neither described, watched nor
+    ///   declared with [`fields`](Scopes::fields). The name may be a misspelled watched field, so
+    ///   `modified` is treated as unknown and every field set is touched; this is logged (an
+    ///   error in strict mode, where [`try_invalidate_for`](Scopes::try_invalidate_for) refuses
+    ///   it instead).
     ///
     /// # Examples
     ///
@@ -332,13 +378,22 @@ impl<T> Scopes<T> {
     ///
     /// let scopes = Scopes::new("article")
     ///     .id(|a: &Article| a.id)
-    ///     .describe(["category"], |a: &Article| a.category);
+    ///     .describe(["category"], |a: &Article| a.category)
+    ///     .fields(&["title"]);
     /// let old = Article { id: 1, category: "news", title: "a" };
     /// let renamed = Article { title: "b", ..old.clone() };
     ///
     /// // Only the title changed: no scope is touched, only the article (and `any`).
     /// let touched = scopes.invalidate_for(Some(&old), Some(&renamed), Some(&["title"]));
     /// assert_eq!(touched, [Dep::id("article", 1), scopes.any()]);
+    ///
+    /// // The category changed, though `modified` forgot it: both lists are touched.
+    /// let moved = Article { category: "tech", ..old.clone() };
+    /// let touched = scopes.invalidate_for(Some(&old), Some(&moved), Some(&["title"]));
+    /// for category in ["news", "tech"] {
+    ///     assert!(touched.contains(&scopes.condition([("category", category.into())])?));
+    /// }
+    /// # Ok::<(), matroska_core::Error>(())
     /// ```
     pub fn invalidate_for(
         &self,
@@ -346,6 +401,95 @@ impl<T> Scopes<T> {
         new: Option<&T>,
         modified: Option<&[&str]>,
     ) -> Vec<Dep> {
+        let unknown = self.unknown_fields(old, new, modified);
+        if unknown.is_empty() {
+            return self.touched(old, new, modified);
+        }
+        if self.strict {
+            tracing::error!(
+                kind = %self.kind,
+                fields = ?unknown,
+                "modified names fields these scopes do not know (describe or watch them, or \
+                 declare them with Scopes::fields); every field set is invalidated"
+            );
+        } else {
+            tracing::warn!(
+                kind = %self.kind,
+                fields = ?unknown,
+                "modified names unknown fields; every field set is invalidated"
+            );
+        }
+        self.touched(old, new, None)
+    }
+
+    /// [`invalidate_for`](Scopes::invalidate_for), refusing in strict mode a `modified` list that
+    /// names a field these scopes do not know (in lenient mode such a list is logged and treated
+    /// as unknown, as `invalidate_for` does).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownFields`] in strict mode, for an update (`old` and `new` given) whose
+    /// `modified` names fields that are neither described, watched nor declared with
+    /// [`fields`](Scopes::fields).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use matroska_core::{Error, Scopes};
+    ///
+    /// let scopes = Scopes::new("article").describe(["category"], |a: &(String, i64)| a.0.clone());
+    /// let (old, new) = (("news".to_string(), 1), ("news".to_string(), 2));
+    /// let err = scopes.try_invalidate_for(Some(&old), Some(&new), Some(&["categroy"])).unwrap_err();
+    /// assert!(matches!(err, Error::UnknownFields { ref fields, .. } if fields == &["categroy"]));
+    /// // Lenient: treated as unknown modifications.
+    /// let lenient = scopes.lenient();
+    /// assert!(lenient.try_invalidate_for(Some(&old), Some(&new), Some(&["categroy"])).is_ok());
+    /// ```
+    pub fn try_invalidate_for(
+        &self,
+        old: Option<&T>,
+        new: Option<&T>,
+        modified: Option<&[&str]>,
+    ) -> Result<Vec<Dep>> {
+        let unknown = self.unknown_fields(old, new, modified);
+        if unknown.is_empty() {
+            return Ok(self.touched(old, new, modified));
+        }
+        if self.strict {
+            return Err(Error::UnknownFields {
+                kind: self.kind.clone(),
+                fields: unknown,
+            });
+        }
+        Ok(self.invalidate_for(old, new, modified))
+    }
+
+    /// The names in `modified` that no field set describes or watches and `fields` did not
+    /// declare; only an update reads `modified`.
+    fn unknown_fields(
+        &self,
+        old: Option<&T>,
+        new: Option<&T>,
+        modified: Option<&[&str]>,
+    ) -> Vec<String> {
+        let (Some(_), Some(_), Some(modified)) = (old, new, modified) else {
+            return Vec::new();
+        };
+        modified
+            .iter()
+            .filter(|name| {
+                let name = **name;
+                !self
+                    .sets
+                    .iter()
+                    .any(|set| set.watch.iter().any(|w| w == name))
+                    && !self.others.iter().any(|o| o == name)
+            })
+            .map(|name| (*name).to_owned())
+            .collect()
+    }
+
+    fn touched(&self, old: Option<&T>, new: Option<&T>, modified: Option<&[&str]>) -> Vec<Dep> {
         let mut deps = Vec::new();
         if old.is_none() && new.is_none() {
             return deps;
@@ -355,19 +499,25 @@ impl<T> Scopes<T> {
                 push_unique(&mut deps, Dep::id(self.kind.clone(), id(row)));
             }
         }
-        // On insert or delete every field "changed".
-        let modified = if old.is_some() && new.is_some() {
-            modified
-        } else {
-            None
-        };
         for set in &self.sets {
-            let relevant = modified.is_none_or(|m| set.watch.iter().any(|n| m.contains(&&**n)));
+            let rows: Vec<(&T, Vec<Value>)> = old
+                .into_iter()
+                .chain(new)
+                .map(|row| (row, (set.extract)(row)))
+                .collect();
+            let relevant = match (&rows[..], modified) {
+                // An update: touched when its values changed, or a watched field was modified.
+                ([(_, before), (_, after)], Some(modified)) => {
+                    before != after || set.watch.iter().any(|w| modified.contains(&w.as_str()))
+                }
+                // An insert, a delete, or an update whose modifications are unknown.
+                _ => true,
+            };
             if !relevant {
                 continue;
             }
-            for row in old.into_iter().chain(new) {
-                let fields = set.names.iter().cloned().zip((set.extract)(row)).collect();
+            for (_, values) in rows {
+                let fields = set.names.iter().cloned().zip(values).collect();
                 push_unique(&mut deps, Dep::scope(self.kind.clone(), fields));
             }
         }
@@ -389,175 +539,10 @@ impl<T> fmt::Debug for Scopes<T> {
             .field("strict", &self.strict)
             .field("id", &self.id.is_some())
             .field("field_sets", &self.field_sets().collect::<Vec<_>>())
+            .field("other_fields", &self.others)
             .finish_non_exhaustive()
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[derive(Clone, Debug)]
-    struct Article {
-        id: i64,
-        category: Option<String>,
-        published: bool,
-        #[allow(dead_code)] // Only modified, never read: the unwatched field.
-        title: String,
-    }
-
-    fn article(id: i64, category: &str, published: bool) -> Article {
-        Article {
-            id,
-            category: Some(category.into()),
-            published,
-            title: format!("title {id}"),
-        }
-    }
-
-    fn scopes() -> Scopes<Article> {
-        Scopes::new("article")
-            .id(|a: &Article| a.id)
-            .describe(["published"], |a: &Article| a.published)
-            .describe(["category", "published"], |a: &Article| {
-                (a.category.clone(), a.published)
-            })
-    }
-
-    fn cond(s: &Scopes<Article>, category: Option<&str>, published: bool) -> Dep {
-        s.condition([
-            ("category", category.into()),
-            ("published", published.into()),
-        ])
-        .unwrap()
-    }
-
-    fn published(s: &Scopes<Article>, p: bool) -> Dep {
-        s.condition([("published", p.into())]).unwrap()
-    }
-
-    #[test]
-    fn insert_touches_the_new_rows_scopes() {
-        let s = scopes();
-        let touched = s.invalidate_for(None, Some(&article(1, "news", true)), None);
-        assert_eq!(
-            touched,
-            [
-                Dep::id("article", 1),
-                published(&s, true),
-                cond(&s, Some("news"), true),
-                s.any()
-            ]
-        );
-    }
-
-    #[test]
-    fn delete_touches_the_old_rows_scopes_even_with_modified_given() {
-        let s = scopes();
-        let touched = s.invalidate_for(Some(&article(1, "news", true)), None, Some(&[]));
-        assert!(touched.contains(&cond(&s, Some("news"), true)));
-        assert!(touched.contains(&published(&s, true)));
-    }
-
-    #[test]
-    fn a_row_moving_between_scopes_invalidates_both() {
-        let s = scopes();
-        let old = article(1, "tech", true);
-        let new = article(1, "news", true);
-        let touched = s.invalidate_for(Some(&old), Some(&new), Some(&["category"]));
-        assert!(touched.contains(&cond(&s, Some("tech"), true)), "left");
-        assert!(touched.contains(&cond(&s, Some("news"), true)), "entered");
-        // The published-only field set was not modified.
-        assert!(!touched.contains(&published(&s, true)));
-        assert!(touched.contains(&Dep::id("article", 1)));
-    }
-
-    #[test]
-    fn modifying_an_unwatched_field_touches_no_scope() {
-        let s = scopes();
-        let old = article(1, "news", true);
-        let new = Article {
-            title: "new title".into(),
-            ..old.clone()
-        };
-        let touched = s.invalidate_for(Some(&old), Some(&new), Some(&["title"]));
-        assert_eq!(touched, [Dep::id("article", 1), s.any()]);
-        let tags: Vec<_> = touched.iter().map(|d| d.to_tag().unwrap()).collect();
-        assert!(
-            tags.iter().all(|t| !t.as_str().starts_with("s:")),
-            "{tags:?}"
-        );
-    }
-
-    #[test]
-    fn unknown_modifications_touch_every_field_set() {
-        let s = scopes();
-        let row = article(1, "news", false);
-        let touched = s.invalidate_for(Some(&row), Some(&row), None);
-        assert!(touched.contains(&published(&s, false)));
-        assert!(touched.contains(&cond(&s, Some("news"), false)));
-        // Same old and new values: each scope appears once.
-        assert_eq!(touched.len(), 4);
-    }
-
-    #[test]
-    fn null_fields_have_their_own_scope() {
-        let s = scopes();
-        let mut row = article(1, "x", true);
-        row.category = None;
-        let touched = s.invalidate_for(None, Some(&row), None);
-        assert!(touched.contains(&cond(&s, None, true)));
-        assert!(!touched.contains(&cond(&s, Some(""), true)));
-    }
-
-    #[test]
-    fn strict_mode_rejects_undescribed_conditions() {
-        let s = scopes();
-        let err = s.condition([("category", "news".into())]).unwrap_err();
-        assert!(
-            matches!(err, Error::UndescribedScope { ref fields, .. } if fields == &["category"])
-        );
-        // A field given twice is malformed in any mode.
-        let twice = s.condition([("published", true.into()), ("published", false.into())]);
-        assert!(matches!(twice, Err(Error::InvalidCondition { .. })));
-    }
-
-    #[test]
-    fn lenient_mode_falls_back_to_the_kind_which_every_write_touches() {
-        let s = scopes().lenient();
-        let dep = s.condition([("category", "news".into())]).unwrap();
-        assert_eq!(dep, s.any());
-        let old = article(1, "news", true);
-        let new = Article {
-            title: "t".into(),
-            ..old.clone()
-        };
-        for touched in [
-            s.invalidate_for(Some(&old), Some(&new), Some(&["title"])),
-            s.invalidate_for(None, Some(&old), None),
-            s.invalidate_for(Some(&old), None, None),
-        ] {
-            assert!(touched.contains(&dep));
-        }
-    }
-
-    #[test]
-    fn empty_field_set_is_a_scope_of_all_rows_that_tracks_modifications() {
-        let s = Scopes::new("t").describe([], |_: &i32| ());
-        let all = s.condition([]).unwrap();
-        assert_eq!(all.to_tag().unwrap().as_str(), "s:t:");
-        assert!(s.invalidate_for(None, Some(&1), None).contains(&all));
-        assert!(
-            !s.invalidate_for(Some(&1), Some(&2), Some(&["x"]))
-                .contains(&all)
-        );
-    }
-
-    #[test]
-    #[should_panic(expected = "described twice")]
-    fn describing_a_field_set_twice_panics() {
-        let _ = Scopes::new("t")
-            .describe(["a", "b"], |r: &(i32, i32)| *r)
-            .describe(["b", "a"], |r: &(i32, i32)| *r);
-    }
-}
+mod tests;

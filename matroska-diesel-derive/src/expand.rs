@@ -32,6 +32,8 @@ pub(crate) fn cache_model(model: &Model) -> TokenStream {
         ..
     } = model;
     let describes = model.scopes.iter().map(|scope| describe(model, scope));
+    // Every column is a field `modified` may name (scopes refuse unknown names in strict mode).
+    let columns = model.fields.iter().map(|field| &field.column);
     let nested = nested_deps(model);
     let filters = model.scopes.iter().map(|scope| scope_filter(model, scope));
     wrap(&quote! {
@@ -46,6 +48,7 @@ pub(crate) fn cache_model(model: &Model) -> TokenStream {
                         #krate::Scopes::new(#kind)
                             .id(|row: &#ident| #krate::__private::id_value(row))
                             #(#describes)*
+                            .fields(&[#(#columns),*])
                     });
                 &SCOPES
             }

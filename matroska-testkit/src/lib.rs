@@ -98,6 +98,7 @@ macro_rules! conformance {
             scopes: [
                 new_row_entering_a_scope_invalidates_the_list,
                 row_moving_between_scopes_invalidates_both_lists,
+                a_row_moving_with_an_incomplete_modified_list_invalidates_both_lists,
                 unwatched_modification_keeps_other_lists_cached,
                 deleted_row_invalidates_its_scope,
                 undescribed_condition_in_lenient_mode_is_never_stale,

@@ -17,9 +17,11 @@
 #[path = "../capture_support/mod.rs"]
 mod capture_support;
 
+mod hierarchy;
 mod install;
 mod stores;
 mod tags;
+mod types;
 
 use std::collections::BTreeSet;
 
@@ -63,6 +65,7 @@ fn scopes() -> Scopes<Article> {
             (a.category.clone(), a.published)
         })
         .describe(["published"], |a: &Article| a.published)
+        .fields(&["id", "title"])
 }
 
 fn cond(category: &str, published: bool) -> Dep {

@@ -29,6 +29,7 @@ fn scopes() -> Scopes<Article> {
         .describe(["category", "published"], |a: &Article| {
             (a.category.clone(), a.published)
         })
+        .fields(&["id", "title"])
 }
 
 /// Caches the published articles of `category` from `rows`, depending on its rows and its scope.
@@ -105,6 +106,47 @@ pub async fn row_moving_between_scopes_invalidates_both_lists<H: Harness>(h: &H)
     assert!(is_cached(&cache, "sport").await, "an unrelated list");
 }
 
+/// A write whose list of modified fields is incomplete or misspelled still invalidates the list
+/// the row left and the list it entered: the scopes compare the old and the new row.
+pub async fn a_row_moving_with_an_incomplete_modified_list_invalidates_both_lists<H: Harness>(
+    h: &H,
+) {
+    let cache = Cache::new(h.store().await);
+    let rows = vec![
+        article(1, "news", true),
+        article(2, "tech", true),
+        article(3, "sport", true),
+    ];
+    for (s, modified) in [
+        (scopes(), &["title"][..]),
+        (scopes(), &[]),
+        (scopes().lenient(), &["categroy"]),
+    ] {
+        for c in ["news", "tech", "sport"] {
+            cache_list(&cache, &s, c, &rows).await;
+            assert!(is_cached(&cache, c).await, "{c} is cached");
+        }
+        let old = rows[0].clone();
+        let new = Article {
+            category: "tech".into(),
+            ..old.clone()
+        };
+        cache
+            .invalidate(s.invalidate_for(Some(&old), Some(&new), Some(modified)))
+            .await
+            .unwrap();
+        assert!(
+            !is_cached(&cache, "news").await,
+            "the list it left survived (modified = {modified:?})"
+        );
+        assert!(
+            !is_cached(&cache, "tech").await,
+            "the list it entered survived (modified = {modified:?})"
+        );
+        assert!(is_cached(&cache, "sport").await, "an unrelated list");
+    }
+}
+
 /// Modifying a field no scope watches invalidates the row itself, and no list it is not in.
 pub async fn unwatched_modification_keeps_other_lists_cached<H: Harness>(h: &H) {
     let cache = Cache::new(h.store().await);
@@ -155,6 +197,19 @@ pub async fn undescribed_condition_in_lenient_mode_is_never_stale<H: Harness>(h:
         .dep(dep)
         .await
         .unwrap();
+    cache
+        .put("page:1", &article(1, "news", true))
+        .dep(Dep::id("article", 1))
+        .await
+        .unwrap();
+    assert!(
+        cache
+            .get::<Vec<Article>>("list:by-title")
+            .await
+            .unwrap()
+            .is_some(),
+        "the list is cached before the write"
+    );
     let row = article(9, "news", false);
     let renamed = Article {
         title: "x".into(),
@@ -171,6 +226,10 @@ pub async fn undescribed_condition_in_lenient_mode_is_never_stale<H: Harness>(h:
             .unwrap()
             .is_none(),
         "a list on an undescribed condition must not survive a write that could enter it"
+    );
+    assert!(
+        cache.get::<Article>("page:1").await.unwrap().is_some(),
+        "an entry that does not depend on the write stays"
     );
 }
 
