@@ -21,9 +21,10 @@ struct RedisHarness {
 
 impl RedisHarness {
     fn create() -> Option<Self> {
+        let url = support::shared_url()?;
         Some(Self {
-            url: support::shared_url()?,
-            namespaces: Namespaces::default(),
+            namespaces: Namespaces::new(&url),
+            url,
         })
     }
 }
@@ -57,7 +58,7 @@ impl Harness for RedisHarness {
     }
 
     async fn cleanup(&self) {
-        self.namespaces.delete_all(&self.url).await;
+        self.namespaces.delete_all().await;
     }
 
     /// One member per script budget: every set-aside and budget-exhausted path runs.

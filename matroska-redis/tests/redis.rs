@@ -68,7 +68,7 @@ async fn zscore(conn: &mut MultiplexedConnection, key: &str, member: &str) -> Op
 /// list to clean up. `None`: no server configured.
 async fn shared(chunk: usize) -> Option<(RedisStore, MultiplexedConnection, Namespaces, String)> {
     let url = support::shared_url()?;
-    let namespaces = Namespaces::default();
+    let namespaces = Namespaces::new(&url);
     let store = RedisStore::builder(url.as_str())
         .prefix(namespaces.create())
         .fill_window(FILL_WINDOW)
@@ -127,7 +127,7 @@ async fn scripts_and_key_layout_agree() {
     store.invalidate(std::slice::from_ref(&t)).await.unwrap();
     assert!(!exists(&mut conn, &layout.entry(&k)).await);
     assert!(!exists(&mut conn, &layout.index(&t)).await);
-    namespaces.delete_all(&url).await;
+    namespaces.delete_all().await;
 }
 
 /// An index lives as long as its longest-lived entry: its TTL grows with longer entries, turns
@@ -171,7 +171,7 @@ async fn index_ttl_only_grows() {
     assert!(!exists(&mut conn, &index).await);
     let left = pttl(&mut conn, &stamp).await;
     assert!(left > 0 && left <= 2_000, "{left}");
-    namespaces.delete_all(&url).await;
+    namespaces.delete_all().await;
 }
 
 /// Index members do not outlive their entries: a deleted entry, a re-put with other tags, an
@@ -257,7 +257,7 @@ async fn dead_members_are_pruned() {
         members <= 201 + 5,
         "expired members were not pruned: {members}"
     );
-    namespaces.delete_all(&url).await;
+    namespaces.delete_all().await;
 }
 
 /// A tag with more dependents than one script removes: the invalidation is complete at once
@@ -347,7 +347,7 @@ async fn huge_fan_out_is_reclaimed_in_bounded_chunks() {
     for i in (0..n).step_by(97) {
         assert!(!exists(&mut conn, &layout.entry(&key(&format!("fan:{i}")))).await);
     }
-    namespaces.delete_all(&url).await;
+    namespaces.delete_all().await;
 }
 
 /// A set aside whose client went away is reclaimed by later invalidations, a chunk at a time.
@@ -386,7 +386,7 @@ async fn abandoned_sets_are_reclaimed_by_later_invalidations() {
         1 + 3 + 1,
         "seq, 3 stamps, hot's stamp"
     );
-    namespaces.delete_all(&url).await;
+    namespaces.delete_all().await;
 }
 
 /// `invalidate` counts each removed entry once, however many of the tags it carries.
@@ -404,7 +404,7 @@ async fn an_entry_carrying_several_invalidated_tags_counts_once() {
     }
     // With a chunk of 2, the indexes are set aside and reclaimed over several scripts.
     assert_eq!(store.invalidate(&tags).await.unwrap(), 10);
-    namespaces.delete_all(&url).await;
+    namespaces.delete_all().await;
 }
 
 /// What `allkeys-lru` does to an index set (simulated by deleting it): the entries stay, but
@@ -700,7 +700,7 @@ async fn a_lost_namespace_state_is_recovered_safely() {
     store.invalidate(std::slice::from_ref(&t)).await.unwrap();
     assert_eq!(hit(&store, &key("k")).await, None);
     assert_eq!(hit(&store, &key("x")).await, Some(v("x")));
-    namespaces.delete_all(&url).await;
+    namespaces.delete_all().await;
 }
 
 /// Tokens are judged on the server's clock: one issued (by the server's clock) longer ago than
@@ -738,7 +738,7 @@ async fn the_fill_window_is_measured_on_the_servers_clock() {
             .unwrap(),
         PutOutcome::Stored
     );
-    namespaces.delete_all(&url).await;
+    namespaces.delete_all().await;
 }
 
 /// `SCRIPT FLUSH` between calls is survived: the scripts are loaded again on `NOSCRIPT`.
@@ -880,7 +880,7 @@ async fn clear_drains_large_indexes_in_chunks() {
         .await
         .unwrap();
     assert_eq!(hit(&store, &key("c:1")).await, Some(v("w")));
-    namespaces.delete_all(&url).await;
+    namespaces.delete_all().await;
 }
 
 /// No script holds the server for long, whatever the fan-out: invalidating a tag with 20,000
@@ -996,5 +996,5 @@ async fn remove_namespace_deletes_every_key_and_only_those() {
         .await
         .unwrap();
     assert_eq!(hit(&store, &key("a")).await, Some(v("again")));
-    namespaces.delete_all(&url).await;
+    namespaces.delete_all().await;
 }

@@ -18,10 +18,42 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use matroska_redis::{KeyLayout, RedisStore};
+use redis::Commands as _;
 use redis::aio::MultiplexedConnection;
 
 /// The fill window of test stores: short, so that the fill-window case does not wait a minute.
 pub(crate) const FILL_WINDOW: Duration = Duration::from_secs(2);
+
+/// One of the store's scripts (`lua/common.lua` followed by `lua/<name>.lua`, as the store runs
+/// it), for tests that run a step of an operation on its own, as a client that stopped half-way
+/// would have.
+pub(crate) fn script(name: &str) -> redis::Script {
+    let body = match name {
+        "clear" => include_str!("../../lua/clear.lua"),
+        "sweep" => include_str!("../../lua/sweep.lua"),
+        other => panic!("no script {other}"),
+    };
+    redis::Script::new(&format!("{}{body}", include_str!("../../lua/common.lua")))
+}
+
+/// Whether the invalidation stamp of `tag` (or metadata about it) is still stored.
+pub(crate) async fn has_stamp(
+    conn: &mut MultiplexedConnection,
+    layout: &KeyLayout,
+    tag: &matroska_core::Tag,
+) -> bool {
+    redis::cmd("EXISTS")
+        .arg(layout.stamp(tag))
+        .query_async::<u64>(conn)
+        .await
+        .unwrap()
+        == 1
+}
+
+/// The key that holds the invalidation stamp of `tag`: what an eviction must hit to lose it.
+pub(crate) fn stamp_holder(layout: &KeyLayout, tag: &matroska_core::Tag) -> String {
+    layout.stamp(tag)
+}
 
 /// A random lower-case hex id.
 pub(crate) fn random_hex() -> String {
@@ -117,28 +149,133 @@ pub(crate) async fn count_keys(conn: &mut MultiplexedConnection, prefix: &str) -
     }
 }
 
-/// Namespaces created by a test, deleted when it ends (also when it fails).
-#[derive(Default)]
+/// Namespaces created by a test, deleted when it ends: by [`Namespaces::delete_all`], and
+/// also when the value is dropped, so that a failing (panicking) test leaves no keys behind.
 pub(crate) struct Namespaces {
+    url: String,
     prefixes: Mutex<Vec<String>>,
 }
 
 impl Namespaces {
+    pub(crate) fn new(url: &str) -> Self {
+        Self {
+            url: url.to_owned(),
+            prefixes: Mutex::new(Vec::new()),
+        }
+    }
+
     pub(crate) fn create(&self) -> String {
         let prefix = random_prefix();
-        self.prefixes.lock().unwrap().push(prefix.clone());
+        self.prefixes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(prefix.clone());
         prefix
     }
 
-    pub(crate) async fn delete_all(&self, url: &str) {
-        let prefixes = std::mem::take(&mut *self.prefixes.lock().unwrap());
+    fn take(&self) -> Vec<String> {
+        std::mem::take(
+            &mut *self
+                .prefixes
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    pub(crate) async fn delete_all(&self) {
+        let prefixes = self.take();
         if prefixes.is_empty() {
             return;
         }
-        let mut conn = raw(url).await;
+        let mut conn = raw(&self.url).await;
         for prefix in prefixes {
             delete_namespace(&mut conn, &prefix).await;
         }
+    }
+}
+
+impl Drop for Namespaces {
+    /// Deletes what is left with a blocking connection: this runs while a failed test unwinds,
+    /// where no async cleanup can be awaited.
+    fn drop(&mut self) {
+        let prefixes = self.take();
+        if prefixes.is_empty() {
+            return;
+        }
+        let Ok(mut conn) = redis::Client::open(self.url.as_str()).and_then(|c| c.get_connection())
+        else {
+            eprintln!("warning: could not connect to delete the test namespaces {prefixes:?}");
+            return;
+        };
+        for prefix in prefixes {
+            let Ok(layout) = KeyLayout::new(&prefix) else {
+                continue;
+            };
+            let keys: Vec<String> = match conn.scan_match::<_, String>(layout.pattern()) {
+                Ok(iter) => iter.filter_map(Result::ok).collect(),
+                Err(e) => {
+                    eprintln!("warning: could not delete the test namespace {prefix}: {e}");
+                    continue;
+                }
+            };
+            for chunk in keys.chunks(1000) {
+                let _: redis::RedisResult<u64> = redis::cmd("UNLINK").arg(chunk).query(&mut conn);
+            }
+        }
+    }
+}
+
+/// A store in a fresh namespace of the shared server, with a raw connection for inspecting and
+/// tampering; the namespace is deleted when the value is dropped (also when the test fails).
+pub(crate) struct Scratch {
+    pub(crate) store: RedisStore,
+    pub(crate) conn: MultiplexedConnection,
+    pub(crate) url: String,
+    pub(crate) namespaces: Namespaces,
+}
+
+impl Scratch {
+    /// `None`: no server configured (and servers are not required).
+    pub(crate) async fn new(chunk: usize) -> Option<Self> {
+        let url = shared_url()?;
+        let namespaces = Namespaces::new(&url);
+        let store = RedisStore::builder(url.as_str())
+            .prefix(namespaces.create())
+            .fill_window(FILL_WINDOW)
+            .reclaim_chunk(chunk)
+            .build()
+            .await
+            .unwrap();
+        let conn = raw(&url).await;
+        Some(Self {
+            store,
+            conn,
+            url,
+            namespaces,
+        })
+    }
+
+    /// Another store (its own connection) on a new namespace of the same server, deleted with
+    /// this one.
+    pub(crate) async fn other_namespace(&self) -> RedisStore {
+        store(&self.url, &self.namespaces.create()).await
+    }
+
+    /// Another handle on this namespace, as a second process would open it.
+    pub(crate) async fn reopen(&self, chunk: usize) -> RedisStore {
+        RedisStore::builder(self.url.as_str())
+            .prefix(self.store.layout().prefix())
+            .fill_window(FILL_WINDOW)
+            .reclaim_chunk(chunk)
+            .build()
+            .await
+            .unwrap()
+    }
+
+    /// The number of keys of the namespace.
+    pub(crate) async fn keys(&mut self) -> usize {
+        let prefix = self.store.layout().prefix().to_owned();
+        count_keys(&mut self.conn, &prefix).await
     }
 }
 
