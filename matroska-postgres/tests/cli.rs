@@ -12,9 +12,10 @@
 mod capture_support;
 
 use std::io::{BufRead as _, BufReader};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
 
-use capture_support::{Env, connect, quote, url};
+use capture_support::{Env, WAIT, connect, quote, url};
 
 fn bin() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_matroska-pg"));
@@ -31,6 +32,43 @@ fn run(args: &[&str], url: Option<&str>) -> Output {
         command.env("MATROSKA_PG_URL", url);
     }
     command.output().unwrap()
+}
+
+/// The lines of a child's stdout, read on a thread of their own so that a wait can time out.
+struct Lines(mpsc::Receiver<std::io::Result<String>>);
+
+impl Lines {
+    fn of(child: &mut Child) -> Self {
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Self(rx)
+    }
+
+    /// The next line, within [`WAIT`].
+    fn next(&self, what: &str) -> String {
+        match self.0.recv_timeout(WAIT) {
+            Ok(line) => line.unwrap(),
+            Err(mpsc::RecvTimeoutError::Timeout) => panic!("no {what} within {WAIT:?}"),
+            Err(mpsc::RecvTimeoutError::Disconnected) => panic!("stdout closed before {what}"),
+        }
+    }
+}
+
+/// Kills the child if the test fails before it exits.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 fn stdout(output: &Output) -> String {
@@ -142,15 +180,17 @@ async fn install_list_listen_stats_cleanup_uninstall() {
     );
 
     // Listen: one event for one write.
-    let mut child = bin()
-        .args(["listen", "--channel", &env.channel, "--count", "1"])
-        .env("MATROSKA_PG_URL", &url)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
+    let mut child = KillOnDrop(
+        bin()
+            .args(["listen", "--channel", &env.channel, "--count", "1"])
+            .env("MATROSKA_PG_URL", &url)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let lines = Lines::of(&mut child.0);
+    let first = lines.next("the start gap");
     assert!(first.starts_with("gap: started"), "{first}");
     let writer = connect(&url).await;
     writer
@@ -160,13 +200,13 @@ async fn install_list_listen_stats_cleanup_uninstall() {
         )
         .await
         .unwrap();
-    let event = lines.next().unwrap().unwrap();
+    let event = lines.next("the insert's tags");
     assert!(event.starts_with("tags (from pid"), "{event}");
     assert!(
         event.contains("i:article:5") && event.contains("s:article:category='news&published=true"),
         "{event}"
     );
-    assert!(child.wait().unwrap().success());
+    assert!(child.0.wait().unwrap().success());
 
     // Stats and cleanup on the store.
     let out = run(
@@ -237,5 +277,90 @@ async fn install_list_listen_stats_cleanup_uninstall() {
         stderr(&out)
     );
     store.close();
+    env.finish().await;
+}
+
+/// `matroska-pg list` flags what install could not watch (defect 7): a partition created since
+/// install (no triggers: writes made to it directly are not captured), a trigger disabled with
+/// `ALTER TABLE ... DISABLE TRIGGER`, and a captured column renamed; a healthy table still reads
+/// "4 ok". `--check` makes any of it a failure, for monitoring.
+#[tokio::test]
+async fn list_flags_a_new_partition_a_disabled_trigger_and_a_renamed_column() {
+    let Some(url) = url() else { return };
+    let env = Env::new(&url, "cli_health").await;
+    let (parts, articles, healthy) = (
+        env.table("parts"),
+        env.table("articles"),
+        env.table("healthy"),
+    );
+    env.admin
+        .batch_execute(&format!(
+            "CREATE TABLE {parts} (id bigint, region text, title text) PARTITION BY LIST (region);
+             CREATE TABLE {} PARTITION OF {parts} FOR VALUES IN ('eu');
+             CREATE TABLE {articles} (id bigint, category text, title text);
+             CREATE TABLE {healthy} (id bigint, category text);",
+            env.table("parts_eu")
+        ))
+        .await
+        .unwrap();
+    let u = Some(url.as_str());
+    for (table, scope) in [
+        ("parts", "title"),
+        ("articles", "category"),
+        ("healthy", "category"),
+    ] {
+        let qualified = format!("{}.{}", quote(&env.app), quote(table));
+        let out = run(
+            &[
+                "install",
+                "--table",
+                &qualified,
+                "--kind",
+                table,
+                "--id",
+                "id",
+                "--scope",
+                scope,
+                "--channel",
+                &env.channel,
+                "--capture-schema",
+                &env.capture,
+            ],
+            u,
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let list = run(&["list", "--capture-schema", &env.capture, "--check"], u);
+    assert!(list.status.success(), "{}{}", stdout(&list), stderr(&list));
+    assert!(!stdout(&list).contains("INCOMPLETE"), "{}", stdout(&list));
+
+    let trigger = format!("{}_upd", env.capture);
+    env.admin
+        .batch_execute(&format!(
+            "CREATE TABLE {} PARTITION OF {parts} FOR VALUES IN ('ap');
+             ALTER TABLE {parts} DISABLE TRIGGER {trigger};
+             ALTER TABLE {articles} RENAME COLUMN category TO cat;",
+            env.table("parts_ap"),
+            trigger = quote(&trigger),
+        ))
+        .await
+        .unwrap();
+    let list = run(&["list", "--capture-schema", &env.capture], u);
+    let text = stdout(&list);
+    assert!(list.status.success(), "{}", stderr(&list));
+    for expected in ["INCOMPLETE", "parts_ap", "disabled", "renamed to \"cat\""] {
+        assert!(
+            text.contains(expected),
+            "no {expected:?} in the list:\n{text}"
+        );
+    }
+    let healthy_line = text.lines().find(|l| l.contains("\"healthy\"")).unwrap();
+    assert!(healthy_line.contains("4 ok"), "{text}");
+    let check = run(&["list", "--capture-schema", &env.capture, "--check"], u);
+    assert!(
+        !check.status.success(),
+        "--check fails on incomplete capture"
+    );
+    assert!(stderr(&check).contains("2 table(s)"), "{}", stderr(&check));
     env.finish().await;
 }

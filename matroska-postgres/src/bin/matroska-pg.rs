@@ -39,7 +39,7 @@ const EXAMPLES: &str = "Examples:
   matroska-pg install capture.toml
   matroska-pg install --table public.articles --kind article --id id \\
       --scope category,published --scope published/published_at --store-schema app_cache
-  matroska-pg list
+  matroska-pg list                                # with a health check; --check fails on issues
   matroska-pg listen --count 10
   matroska-pg uninstall public.articles
   matroska-pg cleanup --store-schema app_cache
@@ -53,7 +53,8 @@ enum Command {
     Install(InstallArgs),
     /// Remove the triggers of tables (by the names recorded at install).
     Uninstall(UninstallArgs),
-    /// List what is installed (the registry), with a health check of the triggers.
+    /// List what is installed (the registry), with a health check: partitions or children
+    /// without triggers, triggers disabled, captured columns renamed or dropped.
     List(ListArgs),
     /// Listen on a channel and print every event (tags and gaps) as it arrives.
     Listen(ListenArgs),
@@ -130,6 +131,9 @@ struct ListArgs {
     /// Print the declarations as JSON too
     #[arg(long)]
     json: bool,
+    /// Exit with an error when a table's capture is incomplete or stale (for monitoring)
+    #[arg(long)]
+    check: bool,
     #[command(flatten)]
     capture: CaptureSchemaArg,
 }
@@ -349,27 +353,43 @@ async fn list(url: &str, args: &ListArgs) -> Result<(), BoxError> {
         return Ok(());
     }
     println!(
-        "{:<40} {:<16} {:<16} {:<16} {:<9} installed at",
+        "{:<40} {:<16} {:<16} {:<16} {:<10} installed at",
         "table", "kind", "channel", "store schema", "triggers"
     );
-    for i in installed {
+    let mut incomplete = 0;
+    for i in &installed {
         let at = humantime(i.installed_at);
         println!(
-            "{:<40} {:<16} {:<16} {:<16} {:<9} {at} by {}",
+            "{:<40} {:<16} {:<16} {:<16} {:<10} {at} by {}",
             i.table.to_string(),
             i.kind,
             i.channel.as_deref().unwrap_or("(no notify)"),
             i.store_schema.as_deref().unwrap_or("-"),
-            if i.triggers_present == 4 {
+            if i.is_complete() {
                 "4 ok".to_owned()
             } else {
-                format!("{} MISSING", i.triggers_present)
+                "INCOMPLETE".to_owned()
             },
             i.installed_by
         );
+        if !i.members.is_empty() {
+            println!("  with partitions/children: {}", i.members.join(", "));
+        }
+        for issue in &i.issues {
+            println!("  ! {issue}");
+        }
+        if !i.is_complete() {
+            incomplete += 1;
+        }
         if args.json {
             println!("  {}", i.declaration);
         }
+    }
+    if args.check && incomplete > 0 {
+        return Err(format!(
+            "{incomplete} table(s) have incomplete or stale capture (see the lines marked !)"
+        )
+        .into());
     }
     Ok(())
 }
@@ -492,12 +512,19 @@ async fn stats(url: &str, args: &StatsArgs) -> Result<(), BoxError> {
     );
     for i in installed {
         println!(
-            "  {} as {:?}: {}/4 triggers present, channel {}, store {}",
+            "  {} as {:?}: {}/4 triggers present, {} partition(s)/child(ren), channel {}, \
+             store {}{}",
             i.table,
             i.kind,
             i.triggers_present,
+            i.members.len(),
             i.channel.as_deref().unwrap_or("(no notify)"),
             i.store_schema.as_deref().unwrap_or("-"),
+            if i.is_complete() {
+                String::new()
+            } else {
+                format!(", INCOMPLETE: {} issue(s) (see list)", i.issues.len())
+            }
         );
     }
     Ok(())

@@ -44,6 +44,11 @@ CREATE TABLE IF NOT EXISTS {{capture}}.installed (
     installed_by  text NOT NULL DEFAULT current_user,
     PRIMARY KEY (table_schema, table_name)
 );
+-- Format 2: the partitions and inheritance children the triggers also went on
+-- ([{"oid", "table"}]) and the columns the trigger function reads ([{"name", "attnum", "type"}]),
+-- which `list` compares with the catalog. NULL for tables installed before.
+ALTER TABLE {{capture}}.installed ADD COLUMN IF NOT EXISTS members jsonb;
+ALTER TABLE {{capture}}.installed ADD COLUMN IF NOT EXISTS columns jsonb;
 
 -- A name or a text value: each of % : & = , ( ) # as %XX (NUL cannot occur in PostgreSQL text).
 CREATE OR REPLACE FUNCTION {{capture}}.esc(p text) RETURNS text

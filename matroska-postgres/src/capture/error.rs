@@ -78,6 +78,35 @@ pub enum CaptureError {
         /// The supported types.
         supported: &'static str,
     },
+    /// A column that must be encoded into a tag (an id column or scope field) has a type whose
+    /// SQL equality is not byte equality (`char(n)`, `citext`, a nondeterministic collation):
+    /// the tag Rust computes from a value the application holds (or filters by) and the tag the
+    /// trigger computes from the row could differ, and an invalidation would be missed.
+    #[error(
+        "column {column:?} of {table} ({type_name}) cannot be an id or scope field: {reason}; \
+         use text or varchar with a deterministic collation (normalising values in the \
+         application), or list it under watch"
+    )]
+    InexactEquality {
+        /// The table.
+        table: String,
+        /// The column.
+        column: String,
+        /// Its type, as `format_type` prints it.
+        type_name: String,
+        /// Why its equality is not byte equality.
+        reason: String,
+    },
+    /// The table is part of a partition or inheritance hierarchy in a way capture cannot cover:
+    /// it is itself a partition or child (capture its root instead), or one of its partitions
+    /// or children cannot carry triggers or also inherits from a table outside the hierarchy.
+    #[error("cannot capture {table}: {reason}")]
+    Hierarchy {
+        /// The table as resolved.
+        table: String,
+        /// What is wrong, and what to capture instead.
+        reason: String,
+    },
     /// The PgStore schema to invalidate in-transaction has no `invalidate(text[])` function.
     #[error(
         "schema {schema:?} has no function invalidate(text[]): run PgStore::migrate for it first, \

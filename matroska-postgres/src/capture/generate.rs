@@ -5,24 +5,16 @@ use std::fmt::Write as _;
 
 use matroska_core::{Dep, Scopes};
 
+use super::catalog::{Encoder, Resolved};
 use super::declaration::TableCapture;
 use super::encode::{MAX_IDENT, channel_key, derive_name, dollar_tag, escape, ident, literal};
 use super::error::{CaptureError, Result};
 use crate::schema::SchemaName;
 
-/// The column types the triggers can encode into a tag (id columns and scope fields; watched
-/// columns may have any type).
-///
-/// # Examples
-///
-/// ```
-/// assert!(matroska_postgres::capture::SUPPORTED_TYPES.contains("uuid"));
-/// ```
-pub const SUPPORTED_TYPES: &str = "smallint, integer, bigint (integers); text, varchar, \
-    char(n), citext, uuid, enums (text); boolean; timestamp, timestamptz; and domains over them";
-
-/// The version of the generated SQL, recorded in the registry.
-pub(crate) const FORMAT: i32 = 1;
+/// The version of the generated SQL, recorded in the registry. 2: the triggers go on every
+/// partition and inheritance child too, and the registry records them (`members`) and the
+/// captured columns (`columns`), which `list` checks.
+pub(crate) const FORMAT: i32 = 2;
 
 /// Finishes the tag `x.t` (the helper `fin`, written out): longer than 200 bytes, its first 64
 /// characters, `#`, and the hex SHA-256 of the whole.
@@ -45,113 +37,6 @@ fn escape_sql(expr: &str) -> String {
         out = format!("replace({out}, '{from}', '{to}')");
     }
     out
-}
-
-/// How a column's values are encoded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Encoder {
-    Int,
-    Text,
-    Bool,
-    Timestamptz,
-    Timestamp,
-}
-
-impl Encoder {
-    /// The encoder of a (base) type, from `pg_type`: its name, `typtype`, and namespace.
-    pub(crate) fn of(typname: &str, typtype: &str, namespace: &str) -> Option<Self> {
-        if typtype == "e" {
-            return Some(Self::Text);
-        }
-        if typname == "citext" {
-            return Some(Self::Text);
-        }
-        if namespace != "pg_catalog" {
-            return None;
-        }
-        Some(match typname {
-            "int2" | "int4" | "int8" => Self::Int,
-            "text" | "varchar" | "bpchar" | "uuid" => Self::Text,
-            "bool" => Self::Bool,
-            "timestamptz" => Self::Timestamptz,
-            "timestamp" => Self::Timestamp,
-            _ => return None,
-        })
-    }
-
-    fn cast(self) -> &'static str {
-        match self {
-            Self::Int => "bigint",
-            Self::Text => "text",
-            Self::Bool => "boolean",
-            Self::Timestamptz => "timestamptz",
-            Self::Timestamp => "timestamp",
-        }
-    }
-}
-
-/// A column of the table, as the catalog describes it.
-#[derive(Debug, Clone)]
-pub(crate) struct Column {
-    pub(crate) name: String,
-    pub(crate) type_name: String,
-    pub(crate) encoder: Option<Encoder>,
-}
-
-/// The table as found in the catalog.
-#[derive(Debug, Clone)]
-pub(crate) struct Resolved {
-    pub(crate) schema: String,
-    pub(crate) name: String,
-    pub(crate) oid: u32,
-    pub(crate) columns: Vec<Column>,
-}
-
-impl Resolved {
-    /// A name for the column that marks a row's side in the UPDATE's FULL JOIN: `mt_side`,
-    /// suffixed until no column of the table has it.
-    pub(crate) fn marker(&self) -> String {
-        let mut name = "mt_side".to_owned();
-        let mut n = 0_u32;
-        while self.columns.iter().any(|c| c.name == name) {
-            n += 1;
-            name = format!("mt_side_{n}");
-        }
-        name
-    }
-
-    pub(crate) fn quoted(&self) -> String {
-        format!("{}.{}", ident(&self.schema), ident(&self.name))
-    }
-
-    fn column(&self, name: &str) -> Result<&Column> {
-        self.columns
-            .iter()
-            .find(|c| c.name == name)
-            .ok_or_else(|| CaptureError::ColumnNotFound {
-                table: self.quoted(),
-                column: name.to_owned(),
-                available: self
-                    .columns
-                    .iter()
-                    .map(|c| format!("{:?}", c.name))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            })
-    }
-
-    fn encoded(&self, name: &str) -> Result<(&Column, Encoder)> {
-        let column = self.column(name)?;
-        match column.encoder {
-            Some(encoder) => Ok((column, encoder)),
-            None => Err(CaptureError::UnsupportedType {
-                table: self.quoted(),
-                column: name.to_owned(),
-                type_name: column.type_name.clone(),
-                supported: SUPPORTED_TYPES,
-            }),
-        }
-    }
 }
 
 /// The names of a table's trigger function (in the capture schema) and triggers.
@@ -449,7 +334,77 @@ END
     Ok(body)
 }
 
-/// Generates the SQL of one table.
+/// The columns the trigger function reads (ids, scope fields, watched columns), as the registry
+/// records them for `list`: `[{"name", "attnum", "type"}]`, in attnum order.
+fn captured_columns(decl: &TableCapture, table: &Resolved) -> Result<serde_json::Value> {
+    let mut names: Vec<&str> = decl.id_columns().iter().map(String::as_str).collect();
+    for set in decl.scopes() {
+        names.extend(set.all_watched());
+    }
+    let mut columns = Vec::with_capacity(names.len());
+    for name in names {
+        columns.push(table.column(name)?);
+    }
+    columns.sort_by_key(|c| c.attnum);
+    columns.dedup_by_key(|c| c.attnum);
+    Ok(columns
+        .iter()
+        .map(|c| serde_json::json!({"name": c.name, "attnum": c.attnum, "type": c.type_name}))
+        .collect())
+}
+
+/// The four statement-level triggers on `target`.
+fn triggers_sql(names: &Names, function: &str, target: &str) -> String {
+    let [ins, upd, del, trunc] = &names.triggers;
+    format!(
+        "CREATE OR REPLACE TRIGGER {ins} AFTER INSERT ON {target}
+    REFERENCING NEW TABLE AS mt_new FOR EACH STATEMENT EXECUTE FUNCTION {function}();
+CREATE OR REPLACE TRIGGER {upd} AFTER UPDATE ON {target}
+    REFERENCING OLD TABLE AS mt_old NEW TABLE AS mt_new FOR EACH STATEMENT EXECUTE FUNCTION {function}();
+CREATE OR REPLACE TRIGGER {del} AFTER DELETE ON {target}
+    REFERENCING OLD TABLE AS mt_old FOR EACH STATEMENT EXECUTE FUNCTION {function}();
+CREATE OR REPLACE TRIGGER {trunc} AFTER TRUNCATE ON {target}
+    FOR EACH STATEMENT EXECUTE FUNCTION {function}();
+",
+        ins = ident(ins),
+        upd = ident(upd),
+        del = ident(del),
+        trunc = ident(trunc),
+    )
+}
+
+/// Invalidates everything about the declaration's kind (`a:<kind>`) where its triggers send
+/// tags: the PgStore in this transaction, NOTIFY at commit. For rows that entered or left the
+/// table without a trigger (a partition attached, detached or dropped since the last install).
+pub(crate) fn kind_invalidation_sql(decl: &TableCapture, table: &Resolved) -> Result<String> {
+    let all_tag = kind_tag(decl, table, &Dep::kind(decl.kind()))?;
+    let mut sql = String::new();
+    if let Some(store) = decl.store() {
+        let _ = writeln!(
+            sql,
+            "SELECT {}.invalidate(ARRAY[{all_tag}]::text[]);",
+            store.quoted()
+        );
+    }
+    if decl.notifies() {
+        let tag = Dep::kind(decl.kind())
+            .to_tag()
+            .map_err(|e| CaptureError::Declaration {
+                table: table.quoted(),
+                reason: format!("kind {:?}: {e}", decl.kind()),
+            })?;
+        let _ = writeln!(
+            sql,
+            "SELECT pg_notify({}, {});",
+            literal(decl.notify_channel()),
+            literal(&crate::listener::encode_payload(&[tag]))
+        );
+    }
+    Ok(sql)
+}
+
+/// Generates the SQL of one table: the trigger function, the triggers on the table and on each
+/// of its partitions and inheritance children, and the registry row.
 pub(crate) fn generate(
     capture: &SchemaName,
     decl: &TableCapture,
@@ -460,43 +415,42 @@ pub(crate) fn generate(
     let body = function_body(capture, decl, table)?;
     let quote = dollar_tag(&body);
     let function = format!("{}.{}", capture.quoted(), ident(&names.function));
-    let target = table.quoted();
-    let [ins, upd, del, trunc] = &names.triggers;
     let declaration = serde_json::to_string(decl).map_err(|e| CaptureError::Declaration {
         table: table.quoted(),
         reason: format!("cannot record the declaration: {e}"),
     })?;
+    let members: serde_json::Value = table
+        .members
+        .iter()
+        .map(|m| serde_json::json!({"oid": m.oid, "table": m.table}))
+        .collect();
+    let columns = captured_columns(decl, table)?;
     let opt = |v: Option<&str>| v.map_or_else(|| "NULL".to_owned(), literal);
+    let mut triggers = String::new();
+    for (_, target) in table.targets() {
+        triggers.push_str(&triggers_sql(&names, &function, &target));
+    }
     // With costs inflated by unknown transition-table sizes, JIT-compiling the tag query took
-    // ~1 s per statement: `jit` is off.
+    // ~1 s per statement: `jit` is off. One function serves the table and its partitions and
+    // children: PL/pgSQL keeps a compiled copy per table it fires for.
     let sql = format!(
         "CREATE OR REPLACE FUNCTION {function}() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET jit = off
 AS {quote}{body}{quote};
 
-CREATE OR REPLACE TRIGGER {ins} AFTER INSERT ON {target}
-    REFERENCING NEW TABLE AS mt_new FOR EACH STATEMENT EXECUTE FUNCTION {function}();
-CREATE OR REPLACE TRIGGER {upd} AFTER UPDATE ON {target}
-    REFERENCING OLD TABLE AS mt_old NEW TABLE AS mt_new FOR EACH STATEMENT EXECUTE FUNCTION {function}();
-CREATE OR REPLACE TRIGGER {del} AFTER DELETE ON {target}
-    REFERENCING OLD TABLE AS mt_old FOR EACH STATEMENT EXECUTE FUNCTION {function}();
-CREATE OR REPLACE TRIGGER {trunc} AFTER TRUNCATE ON {target}
-    FOR EACH STATEMENT EXECUTE FUNCTION {function}();
-
+{triggers}
 INSERT INTO {cap}.installed (table_schema, table_name, table_oid, kind, channel,
-    store_schema, function_name, trigger_names, declaration, format)
+    store_schema, function_name, trigger_names, declaration, format, members, columns)
 VALUES ({schema_lit}, {name_lit}, {oid}::oid, {kind_lit}, {channel}, {store}, {fn_lit},
-    ARRAY[{trigger_lits}]::text[], {decl_lit}::jsonb, {FORMAT})
+    ARRAY[{trigger_lits}]::text[], {decl_lit}::jsonb, {FORMAT}, {members_lit}::jsonb,
+    {columns_lit}::jsonb)
 ON CONFLICT (table_schema, table_name) DO UPDATE SET
     table_oid = excluded.table_oid, kind = excluded.kind, channel = excluded.channel,
     store_schema = excluded.store_schema, function_name = excluded.function_name,
     trigger_names = excluded.trigger_names, declaration = excluded.declaration,
-    format = excluded.format, installed_at = clock_timestamp(), installed_by = current_user;
+    format = excluded.format, members = excluded.members, columns = excluded.columns,
+    installed_at = clock_timestamp(), installed_by = current_user;
 ",
-        ins = ident(ins),
-        upd = ident(upd),
-        del = ident(del),
-        trunc = ident(trunc),
         cap = capture.quoted(),
         schema_lit = literal(&table.schema),
         name_lit = literal(&table.name),
@@ -512,6 +466,8 @@ ON CONFLICT (table_schema, table_name) DO UPDATE SET
             .collect::<Vec<_>>()
             .join(", "),
         decl_lit = literal(&declaration),
+        members_lit = literal(&members.to_string()),
+        columns_lit = literal(&columns.to_string()),
     );
     Ok(Generated { names, sql })
 }
@@ -519,24 +475,27 @@ ON CONFLICT (table_schema, table_name) DO UPDATE SET
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::capture::catalog::{Column, Encoding, Member};
     use crate::capture::{ScopeSet, TableRef};
 
     fn table() -> Resolved {
-        let col = |name: &str, encoder| Column {
+        let col = |name: &str, attnum, encoding| Column {
             name: name.to_owned(),
+            attnum,
             type_name: "x".to_owned(),
-            encoder,
+            encoding,
         };
         Resolved {
             schema: "public".to_owned(),
             name: "Art\"icles".to_owned(),
             oid: 42,
             columns: vec![
-                col("id", Some(Encoder::Int)),
-                col("category", Some(Encoder::Text)),
-                col("published", Some(Encoder::Bool)),
-                col("body", None),
+                col("id", 1, Encoding::Encoded(Encoder::Int)),
+                col("category", 2, Encoding::Encoded(Encoder::Text)),
+                col("published", 3, Encoding::Encoded(Encoder::Bool)),
+                col("body", 4, Encoding::Unsupported),
             ],
+            members: Vec::new(),
         }
     }
 
@@ -591,8 +550,9 @@ mod tests {
         for name in ["mt_side", "mt_side_1"] {
             t.columns.push(Column {
                 name: name.to_owned(),
+                attnum: 9,
                 type_name: "boolean".to_owned(),
-                encoder: Some(Encoder::Bool),
+                encoding: Encoding::Encoded(Encoder::Bool),
             });
         }
         assert_eq!(t.marker(), "mt_side_2");
@@ -602,6 +562,42 @@ mod tests {
             sql.contains("SELECT true AS \"mt_side_2\", r.* FROM mt_old"),
             "{sql}"
         );
+    }
+
+    #[test]
+    fn triggers_go_on_every_partition_and_child_and_are_recorded() {
+        let capture = SchemaName::new("cap").unwrap();
+        let mut t = table();
+        t.members = vec![
+            Member {
+                oid: 43,
+                table: r#""public"."p_eu""#.to_owned(),
+            },
+            Member {
+                oid: 44,
+                table: r#""other"."p_us""#.to_owned(),
+            },
+        ];
+        let sql = generate(&capture, &decl(), &t).unwrap().sql;
+        for target in [
+            r#""public"."Art""icles""#,
+            r#""public"."p_eu""#,
+            r#""other"."p_us""#,
+        ] {
+            for op in ["INSERT", "UPDATE", "DELETE", "TRUNCATE"] {
+                let trigger = format!("AFTER {op} ON {target}");
+                assert_eq!(sql.matches(&trigger).count(), 1, "{trigger}: {sql}");
+            }
+        }
+        assert!(
+            sql.contains(r#"[{"oid":43,"table":"#) && sql.contains(r#"{"oid":44,"table":"#),
+            "{sql}"
+        );
+        assert!(
+            sql.contains(r#"[{"attnum":1,"name":"id","type":"x"},{"attnum":2,"name":"category""#),
+            "{sql}"
+        );
+        assert!(sql.contains("format, members, columns)"), "{sql}");
     }
 
     #[test]

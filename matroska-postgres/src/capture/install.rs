@@ -1,17 +1,20 @@
 //! [`Capture`]: installs, lists and removes the triggers of a capture schema, and keeps its
 //! registry.
 
+use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::time::SystemTime;
 
 use tokio_postgres::Client;
 
+use super::catalog::{Resolved, resolve};
 use super::declaration::{
     DEFAULT_CAPTURE_SCHEMA, Declaration, TableCapture, TableRef, capture_schema,
 };
 use super::encode::{helpers_sql, ident, literal};
 use super::error::{CaptureError, Result};
-use super::generate::{self, Column, Encoder, Resolved};
+use super::generate;
+use super::health::{self, CaptureIssue, Recorded, RecordedColumn, RecordedMember};
 use crate::schema::SchemaName;
 
 /// The first key of the advisory lock that serialises installs and uninstalls (`"MKCP"`); the
@@ -56,14 +59,17 @@ impl Default for Capture {
     }
 }
 
-/// One row of the registry: an installed capture.
+/// One row of the registry: an installed capture, with what its health check found.
 ///
 /// # Examples
 ///
 /// ```no_run
 /// # async fn demo(client: tokio_postgres::Client) -> matroska_postgres::capture::Result<()> {
 /// for i in matroska_postgres::capture::Capture::default().list(&client).await? {
-///     println!("{}: kind {}, channel {:?}, triggers present: {}", i.table, i.kind, i.channel, i.triggers_present);
+///     println!("{}: kind {}, channel {:?}", i.table, i.kind, i.channel);
+///     for issue in &i.issues {
+///         println!("  ! {issue}");
+///     }
 /// }
 /// # Ok(()) }
 /// ```
@@ -82,14 +88,44 @@ pub struct Installed {
     pub function_name: String,
     /// The triggers (INSERT, UPDATE, DELETE, TRUNCATE).
     pub trigger_names: Vec<String>,
-    /// How many of them exist on the table now (4 when healthy).
+    /// How many of them exist on the table itself now (4 when healthy; see `issues` for its
+    /// partitions and children, and for disabled triggers).
     pub triggers_present: i64,
+    /// The partitions and inheritance children the triggers were installed on too, quoted.
+    pub members: Vec<String>,
+    /// What leaves the capture incomplete or stale now (empty when healthy).
+    pub issues: Vec<CaptureIssue>,
     /// The declaration, as JSON.
     pub declaration: String,
     /// When it was installed.
     pub installed_at: SystemTime,
     /// By whom.
     pub installed_by: String,
+}
+
+impl Installed {
+    /// Whether every write to the table, its partitions and children fires an enabled capture
+    /// trigger that matches the table's columns: no [`issues`](Self::issues).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(client: tokio_postgres::Client) -> matroska_postgres::capture::Result<()> {
+    /// let list = matroska_postgres::capture::Capture::default().list(&client).await?;
+    /// assert!(list.iter().all(|i| i.is_complete()));
+    /// # Ok(()) }
+    /// ```
+    pub fn is_complete(&self) -> bool {
+        self.issues.is_empty()
+    }
+}
+
+/// What the registry holds about a table, read whatever the registry's version.
+#[derive(Debug)]
+struct RegistryRow {
+    function: String,
+    triggers: Vec<String>,
+    members: Option<Vec<RecordedMember>>,
 }
 
 impl Capture {
@@ -175,24 +211,81 @@ impl Capture {
                 check_store(client, store).await?;
             }
             let generated = generate::generate(&self.schema, table, &resolved)?;
+            let recorded = self.recorded(client, &resolved).await?;
             // A previous install under other names (an older format) is removed first.
-            if let Some((function, triggers)) = self.recorded(client, &resolved).await?
-                && (function != generated.names.function
-                    || triggers != generated.names.triggers.as_slice())
+            if let Some(row) = &recorded
+                && (row.function != generated.names.function
+                    || row.triggers != generated.names.triggers.as_slice())
             {
                 sql.push_str(&drop_sql(
                     &self.schema,
                     Some(&resolved.quoted()),
-                    &function,
-                    &triggers,
+                    &row.function,
+                    &row.triggers,
                 ));
             }
+            // Triggers left on tables that are no longer partitions or children of this one.
+            sql.push_str(
+                &self
+                    .stale_triggers_sql(client, &generated.names.function, &resolved)
+                    .await?,
+            );
             let _ = writeln!(
                 sql,
                 "-- {} as kind {}\n{}",
                 resolved.quoted(),
                 literal(table.kind()),
                 generated.sql
+            );
+            // Rows that entered or left with a partition or child (attached, detached, dropped
+            // since the last install) fired no trigger: everything about the kind goes.
+            if let Some(row) = &recorded {
+                let was: HashSet<u32> = row.members.iter().flatten().map(|m| m.oid).collect();
+                let now: HashSet<u32> = resolved.members.iter().map(|m| m.oid).collect();
+                if was != now {
+                    let _ = writeln!(
+                        sql,
+                        "-- Its partitions or children changed since the last install.\n{}",
+                        generate::kind_invalidation_sql(table, &resolved)?
+                    );
+                }
+            }
+        }
+        Ok(sql)
+    }
+
+    /// `DROP TRIGGER` statements for the triggers that call `function` on tables other than
+    /// `table` and its partitions and children (detached since the last install).
+    async fn stale_triggers_sql(
+        &self,
+        client: &Client,
+        function: &str,
+        table: &Resolved,
+    ) -> Result<String> {
+        let targets: Vec<u32> = table.targets().map(|(oid, _)| oid).collect();
+        let rows = client
+            .query(
+                "SELECT n.nspname::text, c.relname::text, t.tgname::text
+                 FROM pg_trigger t
+                 JOIN pg_class c ON c.oid = t.tgrelid
+                 JOIN pg_namespace n ON n.oid = c.relnamespace
+                 WHERE t.tgfoid = to_regprocedure($1) AND NOT (t.tgrelid = ANY ($2))
+                 ORDER BY 1, 2, 3",
+                &[
+                    &format!("{}.{}()", self.schema.quoted(), ident(function)),
+                    &targets,
+                ],
+            )
+            .await
+            .map_err(CaptureError::pg("find stale triggers"))?;
+        let mut sql = String::new();
+        for row in &rows {
+            let _ = writeln!(
+                sql,
+                "DROP TRIGGER IF EXISTS {} ON {}.{};",
+                ident(&row.get::<_, String>(2)),
+                ident(&row.get::<_, String>(0)),
+                ident(&row.get::<_, String>(1))
             );
         }
         Ok(sql)
@@ -201,13 +294,23 @@ impl Capture {
     /// Installs (or re-installs: idempotent) the capture of `tables`, all in one transaction:
     /// the helper functions and the registry if missing, then per table its trigger function and
     /// four statement-level triggers (AFTER INSERT, UPDATE, DELETE with transition tables, AFTER
-    /// TRUNCATE), recorded in the registry.
+    /// TRUNCATE) on the table and on each of its partitions and inheritance children (at every
+    /// depth: PostgreSQL fires only the statement triggers of the table a statement names),
+    /// recorded in the registry.
+    ///
+    /// A re-install that finds the partitions or children changed since the last one (attached,
+    /// detached, created, dropped: their rows moved without firing any trigger) also invalidates
+    /// `a:<kind>`, in the store schema in this transaction and by NOTIFY at commit, and removes
+    /// the triggers from tables that left. [`list`](Self::list) reports such changes until then.
     ///
     /// # Errors
     ///
     /// [`CaptureError`] for a table or column that does not exist, a column type that cannot be
-    /// encoded, a store schema without `invalidate(text[])`, a server older than PostgreSQL 14
-    /// or not in UTF8, a failed statement (nothing is then installed).
+    /// encoded ([`CaptureError::UnsupportedType`]) or whose equality is not byte equality
+    /// ([`CaptureError::InexactEquality`]), a table that is itself a partition or inheritance
+    /// child ([`CaptureError::Hierarchy`], naming the table to capture instead), a store schema
+    /// without `invalidate(text[])`, a server older than PostgreSQL 14 or not in UTF8, a failed
+    /// statement (nothing is then installed).
     ///
     /// # Examples
     ///
@@ -232,10 +335,11 @@ impl Capture {
         Ok(())
     }
 
-    /// Removes the capture of `table` (its triggers, its function and its registry row), by the
-    /// names recorded at install. Idempotent: returns whether something was installed. Works
-    /// for a table renamed since (found by its recorded oid) or dropped (then only the function
-    /// and the row go).
+    /// Removes the capture of `table` (its triggers, on the table and wherever else they call its
+    /// function, such as partitions, children and tables detached since; its function; its
+    /// registry row). Idempotent: returns whether something was installed. Works for a table
+    /// renamed since (found by its recorded function) or dropped (then only the function and
+    /// the row go).
     ///
     /// # Errors
     ///
@@ -301,16 +405,26 @@ impl Capture {
         )
         .await
         .map_err(CaptureError::pg("uninstall: lock"))?;
-        // The table by its oid (it may have been renamed); regclass output is quoted as needed.
-        let current: Option<String> = tx
-            .query_one(
-                "SELECT (SELECT c.oid::regclass::text FROM pg_class c WHERE c.oid = $1)",
-                &[&oid],
+        // Every trigger that calls the function, wherever it is (the table, renamed or not, its
+        // partitions and children, tables detached since): the function cannot go before them.
+        let rows = tx
+            .query(
+                "SELECT format('DROP TRIGGER %I ON %I.%I;', t.tgname, n.nspname, c.relname)
+                 FROM pg_trigger t
+                 JOIN pg_class c ON c.oid = t.tgrelid
+                 JOIN pg_namespace n ON n.oid = c.relnamespace
+                 WHERE t.tgfoid = to_regprocedure($1)
+                    OR (t.tgrelid = $2 AND t.tgname = ANY ($3))
+                 ORDER BY 1",
+                &[&format!("{cap}.{}()", ident(&function)), &oid, &triggers],
             )
             .await
-            .map_err(CaptureError::pg("uninstall: find the table"))?
-            .get(0);
-        let mut sql = drop_sql(&self.schema, current.as_deref(), &function, &triggers);
+            .map_err(CaptureError::pg("uninstall: find the triggers"))?;
+        let mut sql = String::new();
+        for row in &rows {
+            let _ = writeln!(sql, "{}", row.get::<_, String>(0));
+        }
+        sql.push_str(&drop_sql(&self.schema, None, &function, &[]));
         let _ = writeln!(
             sql,
             "DELETE FROM {cap}.installed WHERE table_schema = {} AND table_name = {};",
@@ -358,25 +472,33 @@ impl Capture {
         Ok(removed)
     }
 
-    /// The registry: what is installed, with a health check (are the triggers still there?).
-    /// Empty when nothing was ever installed in this capture schema.
+    /// The registry: what is installed, with a health check of each table ([`Installed::issues`]):
+    /// partitions or inheritance children created, attached, detached or dropped since install,
+    /// capture triggers missing or disabled, captured columns renamed, dropped or retyped, the
+    /// table become a partition or child itself. Empty when nothing was ever installed in this
+    /// capture schema.
+    ///
+    /// What no catalog check can see: writes under `session_replication_role = replica` (logical
+    /// replication's apply, `pg_restore --disable-triggers`, tools that set it), which fire no
+    /// ordinary trigger at all.
     ///
     /// # Errors
     ///
-    /// [`CaptureError::Postgres`] when the query fails.
+    /// [`CaptureError::Postgres`] when a query fails.
     ///
     /// # Examples
     ///
     /// ```no_run
     /// # async fn demo(client: tokio_postgres::Client) -> matroska_postgres::capture::Result<()> {
     /// let installed = matroska_postgres::capture::Capture::default().list(&client).await?;
-    /// assert!(installed.iter().all(|i| i.triggers_present == 4));
+    /// assert!(installed.iter().all(|i| i.is_complete()));
     /// # Ok(()) }
     /// ```
     pub async fn list(&self, client: &Client) -> Result<Vec<Installed>> {
         if !self.registry_exists(client).await? {
             return Ok(Vec::new());
         }
+        // `to_jsonb(i)`: a registry from before format 2 has no `members` or `columns`.
         let rows = client
             .query(
                 &format!(
@@ -384,7 +506,9 @@ impl Capture {
                             i.function_name, i.trigger_names, i.declaration::text, i.installed_at,
                             i.installed_by,
                             (SELECT count(*) FROM pg_trigger t
-                             WHERE t.tgrelid = i.table_oid AND t.tgname = ANY (i.trigger_names))
+                             WHERE t.tgrelid = i.table_oid AND t.tgname = ANY (i.trigger_names)),
+                            i.table_oid, i.format, (to_jsonb(i) -> 'members')::text,
+                            (to_jsonb(i) -> 'columns')::text
                      FROM {}.installed i ORDER BY i.table_schema, i.table_name",
                     self.schema.quoted()
                 ),
@@ -392,24 +516,47 @@ impl Capture {
             )
             .await
             .map_err(CaptureError::pg("list"))?;
-        rows.iter()
-            .map(|row| {
-                let schema: String = row.get(0);
-                let name: String = row.get(1);
-                Ok(Installed {
-                    table: TableRef::new(Some(&schema), &name)?,
-                    kind: row.get(2),
-                    channel: row.get(3),
-                    store_schema: row.get(4),
-                    function_name: row.get(5),
-                    trigger_names: row.get(6),
-                    declaration: row.get(7),
-                    installed_at: row.get(8),
-                    installed_by: row.get(9),
-                    triggers_present: row.get(10),
-                })
-            })
-            .collect()
+        let mut installed = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let schema: String = row.get(0);
+            let name: String = row.get(1);
+            let function: String = row.get(5);
+            let trigger_names: Vec<String> = row.get(6);
+            let members: Option<Vec<RecordedMember>> =
+                health::parse_recorded(row.get(13), "members")?;
+            let columns: Option<Vec<RecordedColumn>> =
+                health::parse_recorded(row.get(14), "columns")?;
+            let table = TableRef::new(Some(&schema), &name)?;
+            let recorded = Recorded {
+                table_oid: row.get(11),
+                function: format!("{}.{}", self.schema.quoted(), ident(&function)),
+                triggers: &trigger_names,
+                format: row.get(12),
+                members,
+                columns,
+            };
+            let issues = health::check(client, &table.to_string(), &recorded).await?;
+            installed.push(Installed {
+                members: recorded
+                    .members
+                    .iter()
+                    .flatten()
+                    .map(|m| m.table.clone())
+                    .collect(),
+                table,
+                kind: row.get(2),
+                channel: row.get(3),
+                store_schema: row.get(4),
+                function_name: function,
+                trigger_names,
+                declaration: row.get(7),
+                installed_at: row.get(8),
+                installed_by: row.get(9),
+                triggers_present: row.get(10),
+                issues,
+            });
+        }
+        Ok(installed)
     }
 
     /// The kinds installed with NOTIFY on `channel`: what a listener on it should watch
@@ -457,26 +604,29 @@ impl Capture {
         Ok(row.get(0))
     }
 
-    async fn recorded(
-        &self,
-        client: &Client,
-        table: &Resolved,
-    ) -> Result<Option<(String, Vec<String>)>> {
+    async fn recorded(&self, client: &Client, table: &Resolved) -> Result<Option<RegistryRow>> {
         if !self.registry_exists(client).await? {
             return Ok(None);
         }
         let rows = client
             .query(
                 &format!(
-                    "SELECT function_name, trigger_names FROM {}.installed
-                     WHERE table_schema = $1 AND table_name = $2",
+                    "SELECT function_name, trigger_names, (to_jsonb(i) -> 'members')::text
+                     FROM {}.installed i WHERE table_schema = $1 AND table_name = $2",
                     self.schema.quoted()
                 ),
                 &[&table.schema, &table.name],
             )
             .await
             .map_err(CaptureError::pg("read the registry"))?;
-        Ok(rows.first().map(|r| (r.get(0), r.get(1))))
+        let Some(row) = rows.first() else {
+            return Ok(None);
+        };
+        Ok(Some(RegistryRow {
+            function: row.get(0),
+            triggers: row.get(1),
+            members: health::parse_recorded(row.get(2), "members")?,
+        }))
     }
 }
 
@@ -547,101 +697,4 @@ async fn check_store(client: &Client, store: &SchemaName) -> Result<()> {
             schema: store.as_str().to_owned(),
         })
     }
-}
-
-/// Finds the table and its columns in the catalog.
-async fn resolve(client: &Client, table: &TableRef) -> Result<Resolved> {
-    let rows = client
-        .query(
-            "SELECT c.oid, n.nspname::text, c.relname::text, c.relkind::text
-             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-             WHERE c.oid = to_regclass($1)",
-            &[&table.to_string()],
-        )
-        .await
-        .map_err(CaptureError::pg("find the table"))?;
-    let Some(row) = rows.first() else {
-        let similar = client
-            .query(
-                "SELECT format('%I.%I', n.nspname, c.relname)
-                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                 WHERE lower(c.relname) = lower($1) AND c.relkind IN ('r', 'p')
-                   AND ($2::text IS NULL OR lower(n.nspname) = lower($2))
-                 ORDER BY 1 LIMIT 5",
-                &[&table.name(), &table.schema()],
-            )
-            .await
-            .map_err(CaptureError::pg("find the table"))?;
-        let similar: Vec<String> = similar.iter().map(|r| r.get(0)).collect();
-        let hint = if similar.is_empty() {
-            if table.schema().is_none() {
-                " (not in the search_path; qualify it with its schema)".to_owned()
-            } else {
-                String::new()
-            }
-        } else {
-            format!(
-                " (names are case-sensitive; did you mean {}?)",
-                similar.join(" or ")
-            )
-        };
-        return Err(CaptureError::TableNotFound {
-            table: table.to_string(),
-            hint,
-        });
-    };
-    let oid: u32 = row.get(0);
-    let schema: String = row.get(1);
-    let name: String = row.get(2);
-    let relkind: String = row.get(3);
-    if relkind != "r" && relkind != "p" {
-        return Err(CaptureError::NotATable {
-            table: format!("{}.{}", ident(&schema), ident(&name)),
-            relkind,
-        });
-    }
-    let rows = client
-        .query(
-            "WITH RECURSIVE cols AS (
-                 SELECT a.attnum, a.attname::text AS name,
-                        format_type(a.atttypid, a.atttypmod) AS shown, a.atttypid AS typ
-                 FROM pg_attribute a
-                 WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
-             ), base(attnum, typ, depth) AS (
-                 SELECT attnum, typ, 0 FROM cols
-                 UNION ALL
-                 SELECT b.attnum, t.typbasetype, b.depth + 1
-                 FROM base b JOIN pg_type t ON t.oid = b.typ
-                 WHERE t.typtype = 'd'
-             )
-             SELECT c.name, c.shown, t.typname::text, t.typtype::text, n.nspname::text
-             FROM cols c
-             JOIN LATERAL (SELECT b.typ FROM base b WHERE b.attnum = c.attnum
-                           ORDER BY b.depth DESC LIMIT 1) bt ON true
-             JOIN pg_type t ON t.oid = bt.typ
-             JOIN pg_namespace n ON n.oid = t.typnamespace
-             ORDER BY c.attnum",
-            &[&oid],
-        )
-        .await
-        .map_err(CaptureError::pg("read the table's columns"))?;
-    let columns = rows
-        .iter()
-        .map(|r| {
-            let typname: String = r.get(2);
-            let typtype: String = r.get(3);
-            let namespace: String = r.get(4);
-            Column {
-                name: r.get(0),
-                type_name: r.get(1),
-                encoder: Encoder::of(&typname, &typtype, &namespace),
-            }
-        })
-        .collect();
-    Ok(Resolved {
-        schema,
-        name,
-        oid,
-        columns,
-    })
 }

@@ -83,18 +83,21 @@
 //! [`Dep::id`]: matroska_core::Dep::id
 //! [`Dep::kind`]: matroska_core::Dep::kind
 
+mod catalog;
 mod declaration;
 mod encode;
 mod error;
 mod generate;
+mod health;
 mod install;
 
+pub use self::catalog::SUPPORTED_TYPES;
 pub use self::declaration::{
     DEFAULT_CAPTURE_SCHEMA, DEFAULT_MAX_NOTIFIES, DEFAULT_MAX_STORE_TAGS, Declaration, ScopeSet,
     TableCapture, TableRef,
 };
 pub use self::error::{CaptureError, Result};
-pub use self::generate::SUPPORTED_TYPES;
+pub use self::health::CaptureIssue;
 pub use self::install::{Capture, Installed};
 
 /// The SQL that creates (or refreshes) the helper functions and the registry in a capture schema:

@@ -106,17 +106,68 @@ impl Env {
         self.drop.push(schema.to_owned());
     }
 
-    pub async fn finish(self) {
-        for schema in &self.drop {
-            if let Err(e) = self
-                .admin
-                .batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", quote(schema)))
-                .await
-            {
-                eprintln!("warning: could not drop schema {schema}: {e}");
-            }
+    /// Drops the test's schemas. (Dropping an `Env` without calling this, as a failing test
+    /// does, drops them too, from a thread of its own.)
+    pub async fn finish(mut self) {
+        let schemas = std::mem::take(&mut self.drop);
+        drop_schemas(&self.url, &schemas).await;
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if self.drop.is_empty() {
+            return;
+        }
+        // A test that panicked: its runtime may be unusable, so clean up on a runtime of our
+        // own, on another thread.
+        let (url, schemas) = (self.url.clone(), std::mem::take(&mut self.drop));
+        let cleanup =
+            std::thread::spawn(move || {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime.block_on(drop_schemas(&url, &schemas)),
+                    Err(e) => eprintln!("warning: could not clean up schemas {schemas:?}: {e}"),
+                }
+            });
+        if cleanup.join().is_err() {
+            eprintln!("warning: the cleanup of a test's schemas panicked");
         }
     }
+}
+
+/// Drops `schemas` (with everything in them) on a connection of its own. A failed test may have
+/// left a session holding locks in them (its connection task no longer runs): after a lock
+/// timeout, the sessions holding locks on the schemas' relations are terminated, then it retries.
+async fn drop_schemas(url: &str, schemas: &[String]) {
+    let Ok((client, connection)) = tokio_postgres::connect(url, NoTls).await else {
+        eprintln!("warning: could not connect to drop schemas {schemas:?}");
+        return;
+    };
+    let connection = tokio::spawn(connection);
+    let _ = client.batch_execute("SET lock_timeout = '3s'").await;
+    for schema in schemas {
+        let sql = format!("DROP SCHEMA IF EXISTS {} CASCADE", quote(schema));
+        let mut result = client.batch_execute(&sql).await;
+        if result.is_err() {
+            let _ = client
+                .execute(
+                    "SELECT pg_terminate_backend(l.pid) FROM pg_locks l
+                     JOIN pg_class c ON c.oid = l.relation
+                     WHERE c.relnamespace = to_regnamespace($1) AND l.pid <> pg_backend_pid()",
+                    &[&quote(schema)],
+                )
+                .await;
+            result = client.batch_execute(&sql).await;
+        }
+        if let Err(e) = result {
+            eprintln!("warning: could not drop schema {schema}: {e}");
+        }
+    }
+    drop(client);
+    let _ = connection.await;
 }
 
 /// A connection that LISTENs on a channel and forwards every payload, exactly as sent.
