@@ -4,6 +4,7 @@ mod tag_table;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
+use std::hash::BuildHasher as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -73,6 +74,9 @@ struct Inner {
     fill_window: Duration,
     max_value_len: usize,
     reclaim_chunk: usize,
+    /// Who issued a fill token: `mem:` and a random id of this store (shared by its clones).
+    /// A token of another store, another tier, is refused.
+    issuer: Arc<str>,
 }
 
 /// A stored entry; its identity (for reclamation) is its allocation.
@@ -224,9 +228,19 @@ impl MemoryStoreBuilder {
                 fill_window: self.fill_window,
                 max_value_len,
                 reclaim_chunk: self.reclaim_chunk,
+                issuer: issuer(),
             }),
         }
     }
+}
+
+/// A fresh, random issuer for a store's fill tokens: unique within the process (a counter) and
+/// unpredictable across processes (hashed with the standard library's randomly keyed hasher).
+fn issuer() -> Arc<str> {
+    static STORES: AtomicU64 = AtomicU64::new(0);
+    let n = STORES.fetch_add(1, Ordering::Relaxed);
+    let id = std::hash::RandomState::new().hash_one(n);
+    format!("mem:{id:016x}").into()
 }
 
 fn weigh(key: &Key, entry: &Arc<Entry>) -> u32 {
@@ -371,7 +385,31 @@ impl Inner {
 
     fn token(&self, now: Duration) -> FillToken {
         let ms = u64::try_from(now.as_millis()).unwrap_or(u64::MAX);
-        FillToken::new(self.seq.load(Ordering::SeqCst), ms)
+        FillToken::new(self.seq.load(Ordering::SeqCst), ms).with_snapshot(Arc::clone(&self.issuer))
+    }
+
+    /// Whether a fill token cannot be trusted: issued by another store (another tier, another
+    /// process), or from this store's future (a sequence number it has not reached, a time its
+    /// clock has not reached; forged or from another clock), or older than the fill window (the
+    /// stamps it must be checked against may be gone), or older than the last clear.
+    fn token_refused(&self, token: &FillToken, now: Duration) -> bool {
+        let now_ms = u64::try_from(now.as_millis()).unwrap_or(u64::MAX);
+        let window_ms = u64::try_from(self.fill_window.as_millis()).unwrap_or(u64::MAX);
+        let why = if token.snapshot() != Some(&*self.issuer) {
+            "issued by another store"
+        } else if token.seq() > self.seq.load(Ordering::SeqCst) {
+            "its sequence number is ahead of the store's"
+        } else if token.issued_at_ms() > now_ms {
+            "issued in the future of the store's clock"
+        } else if now_ms - token.issued_at_ms() >= window_ms {
+            "older than the fill window"
+        } else if token.seq() < self.cleared_at.load(Ordering::SeqCst) {
+            "older than the last clear"
+        } else {
+            return false;
+        };
+        tracing::debug!(reason = why, ?token, "memory store: fill token refused");
+        true
     }
 
     /// Whether `entry` was live just before an invalidation changed the stamps of `before` (each
@@ -434,12 +472,6 @@ impl Inner {
             }
         }
     }
-
-    fn token_expired(&self, token: &FillToken, now: Duration) -> bool {
-        let now_ms = u64::try_from(now.as_millis()).unwrap_or(u64::MAX);
-        let window_ms = u64::try_from(self.fill_window.as_millis()).unwrap_or(u64::MAX);
-        now_ms.saturating_sub(token.issued_at_ms()) >= window_ms
-    }
 }
 
 #[async_trait]
@@ -480,11 +512,9 @@ impl Store for MemoryStore {
         }
         // The clock is read only when needed: for a token's age or an expiry time.
         let now = (token.is_some() || ttl.is_some()).then(|| inner.now());
-        let seq = match token {
-            Some(token) => {
-                if token.seq() < inner.cleared_at.load(Ordering::SeqCst)
-                    || now.is_some_and(|now| inner.token_expired(token, now))
-                {
+        let seq = match token.zip(now) {
+            Some((token, now)) => {
+                if inner.token_refused(token, now) {
                     return Ok(PutOutcome::Stale);
                 }
                 token.seq()
@@ -590,170 +620,4 @@ impl Store for MemoryStore {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::Dep;
-    use crate::clock::MockClock;
-
-    fn key(k: &str) -> Key {
-        Key::new(k).unwrap()
-    }
-
-    fn tag(name: &str) -> Tag {
-        Dep::tag(name).to_tag().unwrap()
-    }
-
-    #[tokio::test]
-    async fn invalidated_entries_are_reclaimed_in_chunks_and_tag_state_is_pruned() {
-        let clock = MockClock::new();
-        let store = MemoryStore::builder().clock(clock.clone()).build();
-        let t = tag("t");
-        for i in 0..1000 {
-            store
-                .put(
-                    &key(&format!("k{i}")),
-                    Bytes::from_static(b"v"),
-                    std::slice::from_ref(&t),
-                    None,
-                    None,
-                )
-                .await
-                .unwrap();
-        }
-        assert_eq!(
-            store.invalidate(std::slice::from_ref(&t)).await.unwrap(),
-            1000
-        );
-        // Correctness is immediate even though most of the memory is not reclaimed yet.
-        assert!(store.pending_reclaims() > 0);
-        for i in 0..1000 {
-            let lookup = store.get(&key(&format!("k{i}"))).await.unwrap();
-            assert!(matches!(lookup, Lookup::Miss(_)), "k{i}");
-        }
-        store.run_pending_tasks();
-        assert_eq!(store.pending_reclaims(), 0);
-        assert_eq!(store.entry_count(), 0);
-        // The stamp outlives the fill window only.
-        assert_eq!(store.tag_count(), 1);
-        clock.advance(DEFAULT_FILL_WINDOW + Duration::from_secs(1));
-        store.run_pending_tasks();
-        assert_eq!(store.tag_count(), 0);
-    }
-
-    #[tokio::test]
-    async fn dead_index_members_are_pruned_as_the_index_grows() {
-        let store = MemoryStore::new();
-        let t = tag("t");
-        // 63 entries come and go (deleted, or re-put without the tag): their members are dead.
-        for i in 0..63 {
-            let k = key(&format!("k{i}"));
-            store
-                .put(
-                    &k,
-                    Bytes::from_static(b"v"),
-                    std::slice::from_ref(&t),
-                    None,
-                    None,
-                )
-                .await
-                .unwrap();
-            if i % 2 == 0 {
-                assert!(store.delete(&k).await.unwrap());
-            } else {
-                store
-                    .put(&k, Bytes::from_static(b"w"), &[], None, None)
-                    .await
-                    .unwrap();
-            }
-        }
-        // (Holding the state keeps the sweep from dropping it while no entry carries the tag.)
-        let state = store.inner.tags.get(&t).unwrap();
-        store.run_pending_tasks();
-        assert_eq!(state.member_count(), 63);
-        // The 64th member triggers a prune: only the live one is left.
-        store
-            .put(
-                &key("live"),
-                Bytes::from_static(b"v"),
-                std::slice::from_ref(&t),
-                None,
-                None,
-            )
-            .await
-            .unwrap();
-        assert_eq!(state.member_count(), 1);
-        // Invalidation counts live entries only.
-        assert_eq!(store.invalidate(std::slice::from_ref(&t)).await.unwrap(), 1);
-    }
-
-    #[tokio::test]
-    async fn states_of_tags_no_entry_carries_are_dropped() {
-        let store = MemoryStore::new();
-        let (a, b) = (tag("a"), tag("b"));
-        store
-            .put(
-                &key("k"),
-                Bytes::from_static(b"v"),
-                &[a.clone(), b.clone()],
-                None,
-                None,
-            )
-            .await
-            .unwrap();
-        store.run_pending_tasks();
-        assert_eq!(store.tag_count(), 2);
-        // Re-put without `a`: nothing refers to a's state any more.
-        store
-            .put(
-                &key("k"),
-                Bytes::from_static(b"v"),
-                std::slice::from_ref(&b),
-                None,
-                None,
-            )
-            .await
-            .unwrap();
-        store.run_pending_tasks();
-        assert_eq!(store.tag_count(), 1);
-        assert!(store.inner.tags.get(&a).is_none());
-    }
-
-    #[tokio::test]
-    async fn byte_bound_rejects_oversized_values() {
-        let store = MemoryStore::builder().max_bytes(1024).build();
-        let err = store
-            .put(&key("k"), Bytes::from(vec![0; 2048]), &[], None, None)
-            .await
-            .unwrap_err();
-        assert!(matches!(
-            err,
-            Error::ValueTooLarge {
-                size: 2048,
-                limit: 1024
-            }
-        ));
-        assert!(matches!(
-            store.get(&key("k")).await.unwrap(),
-            Lookup::Miss(_)
-        ));
-    }
-
-    #[tokio::test]
-    async fn entry_count_bound_holds() {
-        let store = MemoryStore::builder().max_entries(100).build();
-        for i in 0..1000 {
-            store
-                .put(
-                    &key(&format!("k{i}")),
-                    Bytes::from_static(b"v"),
-                    &[tag("t")],
-                    None,
-                    None,
-                )
-                .await
-                .unwrap();
-        }
-        store.run_pending_tasks();
-        assert!(store.entry_count() <= 100, "{}", store.entry_count());
-    }
-}
+mod tests;
