@@ -1,14 +1,16 @@
 //! The tag encoding in SQL, and the quoting every generated statement goes through.
 //!
-//! The helper functions below (installed in the capture schema, `IMMUTABLE PARALLEL SAFE` so that
-//! the planner inlines them) reproduce [`matroska_core::tag`] byte for byte:
+//! The helper functions below (installed in the capture schema, for computing tags in SQL by
+//! hand; the triggers write the same expressions out instead of calling them, since a call site
+//! re-parses an SQL function's body on every execution) reproduce [`matroska_core::tag`] byte for
+//! byte (the capture test `the_sql_helpers_encode_like_rust` checks them):
 //!
 //! | SQL | core |
 //! | --- | --- |
 //! | `esc(text)` | a name or text value with `% : & = , ( ) #` written `%XX` |
 //! | `val(NULL)` | `~` ([`Value::Null`](matroska_core::Value::Null)) |
 //! | `val(bigint)` | decimal ([`Value::Int`](matroska_core::Value::Int)); `smallint` and `integer` are cast |
-//! | `val(text)` | `'` + escaped text ([`Value::Text`](matroska_core::Value::Text)); `varchar`, `char(n)` (without its padding), `citext`, enums (their label) and `uuid` (canonical lower-case form) are cast |
+//! | `val(text)` | `'` + escaped text ([`Value::Text`](matroska_core::Value::Text)); `varchar`, enums (their label) and `uuid` (canonical lower-case form) are cast (install refuses `char(n)`, `citext` and nondeterministic collations, see [`SUPPORTED_TYPES`](super::SUPPORTED_TYPES)) |
 //! | `val(boolean)` | `true` / `false` |
 //! | `val(timestamptz)`, `val(timestamp)` | `@` + microseconds since the Unix epoch ([`Value::Timestamp`](matroska_core::Value::Timestamp)); a `timestamp` without time zone is read as UTC; `infinity` and `-infinity` are `i64::MAX` and `i64::MIN` |
 //! | `fin(text)` | a tag longer than 200 bytes becomes its first 64 characters, `#`, and the hex SHA-256 of the whole |

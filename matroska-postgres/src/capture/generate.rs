@@ -403,6 +403,39 @@ pub(crate) fn kind_invalidation_sql(decl: &TableCapture, table: &Resolved) -> Re
     Ok(sql)
 }
 
+/// Locks the table and its partitions and children (the lock `CREATE TRIGGER` takes, which
+/// `ATTACH` / `DETACH PARTITION`, `CREATE TABLE ... PARTITION OF` and `INHERIT` conflict with),
+/// then checks that they are still those the script was made for: a partition attached between
+/// reading the catalog and installing would otherwise be left without triggers.
+fn hierarchy_guard(table: &Resolved) -> String {
+    let targets: Vec<String> = table.targets().map(|(_, name)| name).collect();
+    let mut oids: Vec<u32> = table.members.iter().map(|m| m.oid).collect();
+    oids.sort_unstable();
+    let oids: Vec<String> = oids.iter().map(u32::to_string).collect();
+    let body = format!(
+        "
+BEGIN
+    IF ARRAY(WITH RECURSIVE down(oid) AS (
+                 SELECT inhrelid FROM pg_inherits WHERE inhparent = {root}::oid
+                 UNION
+                 SELECT i.inhrelid FROM pg_inherits i JOIN down d ON i.inhparent = d.oid)
+             SELECT oid FROM down ORDER BY oid) IS DISTINCT FROM ARRAY[{oids}]::oid[] THEN
+        RAISE EXCEPTION 'matroska-pg: the partitions or inheritance children of % changed since \
+this install script was made; run install again', {table_lit};
+    END IF;
+END
+",
+        root = table.oid,
+        oids = oids.join(", "),
+        table_lit = literal(&table.quoted()),
+    );
+    let quote = dollar_tag(&body);
+    format!(
+        "LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE;\nDO {quote}{body}{quote};\n",
+        targets.join(", ")
+    )
+}
+
 /// Generates the SQL of one table: the trigger function, the triggers on the table and on each
 /// of its partitions and inheritance children, and the registry row.
 pub(crate) fn generate(
@@ -426,7 +459,7 @@ pub(crate) fn generate(
         .collect();
     let columns = captured_columns(decl, table)?;
     let opt = |v: Option<&str>| v.map_or_else(|| "NULL".to_owned(), literal);
-    let mut triggers = String::new();
+    let mut triggers = hierarchy_guard(table);
     for (_, target) in table.targets() {
         triggers.push_str(&triggers_sql(&names, &function, &target));
     }

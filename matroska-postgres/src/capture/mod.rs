@@ -2,7 +2,9 @@
 //! and TRUNCATE of an application table into the tags it touches, invalidate a
 //! [`PgStore`](crate::PgStore) inside the writer's transaction, and `NOTIFY` the tags at commit
 //! for the [`Listener`](crate::Listener) of other processes and stores. Nothing on the write path
-//! needs Matroska: plain SQL, another language, a migration script, `psql` are all caught.
+//! needs Matroska: plain SQL, another language, a migration script, `psql` are all caught, on the
+//! table and on each of its partitions and inheritance children (see [What the triggers cannot
+//! see](#what-the-triggers-cannot-see) for the exceptions).
 //!
 //! ```no_run
 //! use matroska_postgres::capture::{Capture, ScopeSet, TableCapture, TableRef};
@@ -42,11 +44,38 @@
 //!   unknown. The [`Cache`](matroska_core::Cache) attaches `a:<kind>` to every entry that depends
 //!   on the kind.
 //!
-//! Values are read from columns of the supported types (integers; text, varchar, char(n),
-//! citext, uuid and enums as text; boolean; timestamp and timestamptz as microseconds; domains
-//! over them); install refuses any other type in an id or scope field, naming the supported
-//! ones. In Rust, give a `uuid` as `Value::from(uuid.to_string())` (lower case, hyphenated), an
-//! enum as its label, a `timestamp` without time zone as its UTC microseconds.
+//! Values are read from columns of the supported types ([`SUPPORTED_TYPES`]: integers; text and
+//! varchar with a deterministic collation, uuid and enums as text; boolean; timestamp and
+//! timestamptz as microseconds; domains over them); install refuses any other type in an id or
+//! scope field, naming the supported ones ([`CaptureError::UnsupportedType`]). It also refuses
+//! the types whose SQL equality is not byte equality, with the reason
+//! ([`CaptureError::InexactEquality`]): `char(n)` (a client receives the padding, the trigger's
+//! text does not), `citext` and nondeterministic collations (`'News' = 'news'`); the tag of a
+//! value the application holds could differ from the tag of the row. In Rust, give a `uuid` as
+//! `Value::from(uuid.to_string())` (lower case, hyphenated), an enum as its label, a `timestamp`
+//! without time zone as its UTC microseconds.
+//!
+//! # Partitions and inheritance children
+//!
+//! PostgreSQL fires a statement-level trigger only for the table a statement names. Install
+//! therefore puts the triggers on the table and on every partition and inheritance child (at
+//! every depth), all calling the one trigger function, and records them: a write made straight to
+//! a partition is captured like one made through the parent. A partition or child cannot be
+//! captured on its own ([`CaptureError::Hierarchy`] names the table to capture instead).
+//!
+//! # What the triggers cannot see
+//!
+//! - writes under `session_replication_role = replica` (logical replication's apply worker,
+//!   tools that set it), and writes while a capture trigger is disabled (`ALTER TABLE ... DISABLE
+//!   TRIGGER`, which `pg_restore --disable-triggers` issues around the data it loads): invalidate
+//!   `a:<kind>` after such a load;
+//! - rows that enter or leave with a table: `ATTACH` / `DETACH PARTITION`, `INHERIT` /
+//!   `NO INHERIT`, `DROP TABLE` of a partition; and direct writes to a partition created after
+//!   install. [`Capture::list`] reports these ([`CaptureIssue`]); installing again puts the
+//!   triggers on the new members and, since the hierarchy changed, invalidates `a:<kind>`.
+//!
+//! [`Capture::list`] also reports a disabled trigger, and a captured column renamed or dropped
+//! (writes to the table then fail) or retyped.
 //!
 //! # Statement-level, set-based
 //!

@@ -320,3 +320,45 @@ async fn list_reports_partitions_that_changed_and_a_reinstall_invalidates_the_ki
     store.close();
     env.finish().await;
 }
+
+/// The boundary of install's catalog read: a partition created between making the install
+/// script (which reads the catalog) and running it would be left without triggers; the script
+/// locks the hierarchy and refuses to run when it changed, installing nothing.
+#[tokio::test]
+async fn an_install_script_refuses_to_run_once_the_partitions_changed() {
+    let Some(url) = url() else { return };
+    let mut env = Env::new(&url, "cap_partrace").await;
+    create_hierarchies(&env).await;
+    let store = env.store().await;
+    let capture = Capture::new(&env.capture).unwrap();
+    let client = connect(&url).await;
+    let script = capture
+        .script(&client, &[capture_of(&env, "parts", "part", &store)])
+        .await
+        .unwrap();
+    env.admin
+        .batch_execute(&format!(
+            "CREATE TABLE {} PARTITION OF {} FOR VALUES IN ('late')",
+            env.table("parts_late"),
+            env.table("parts")
+        ))
+        .await
+        .unwrap();
+    let err = client.batch_execute(&script).await.unwrap_err();
+    let message = err
+        .as_db_error()
+        .map(|e| e.message().to_owned())
+        .unwrap_or_default();
+    assert!(
+        message.contains("changed since this install script was made"),
+        "{err:?}"
+    );
+    client.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(
+        trigger_count(&env, &env.table("parts")).await,
+        0,
+        "nothing installed"
+    );
+    store.close();
+    env.finish().await;
+}

@@ -213,3 +213,37 @@ async fn hostile_identifiers_are_quoted_or_rejected() {
     assert_eq!(capture.uninstall_all(&mut client, true).await.unwrap(), 1);
     env.finish().await;
 }
+
+/// A registry written by format 1 (no `members` or `columns`): `list` still reads it and says
+/// that partitions and columns were not recorded; re-installing upgrades the registry and the
+/// row, after which the check is complete.
+#[tokio::test]
+async fn a_format_1_registry_is_listed_and_upgraded_by_reinstalling() {
+    let Some(url) = url() else { return };
+    let env = Env::new(&url, "cap_fmt1").await;
+    create_articles(&env, &[article(1, "news", true)]).await;
+    let capture = Capture::new(&env.capture).unwrap();
+    let mut client = connect(&url).await;
+    let decl = articles_capture(&env);
+    capture
+        .install(&mut client, std::slice::from_ref(&decl))
+        .await
+        .unwrap();
+    env.admin
+        .batch_execute(&format!(
+            "ALTER TABLE {}.installed DROP COLUMN members, DROP COLUMN columns;
+             UPDATE {0}.installed SET format = 1;",
+            quote(&env.capture)
+        ))
+        .await
+        .unwrap();
+    let listed = capture.list(&client).await.unwrap();
+    assert_eq!(
+        listed[0].issues,
+        [matroska_postgres::capture::CaptureIssue::OlderFormat { format: 1 }]
+    );
+    capture.install(&mut client, &[decl]).await.unwrap();
+    let listed = capture.list(&client).await.unwrap();
+    assert!(listed[0].is_complete(), "{:?}", listed[0].issues);
+    env.finish().await;
+}

@@ -430,6 +430,16 @@ async fn a_bulk_update_of_10000_rows_invalidates_within_the_payload_limit() {
             .await
             .unwrap();
     }
+    // An unaffected control: another kind.
+    let _: String = cache
+        .get_or_insert_with("author:1", || async {
+            Ok::<_, std::io::Error>(Loaded::new("a".to_owned()).dep(Dep::id("author", 1)))
+        })
+        .await
+        .unwrap();
+    for k in ["article:1", "article:5000", "article:10000", "author:1"] {
+        assert!(hit(&store, k).await, "{k} is cached before the update");
+    }
     let mut listener = RawListener::start(&url, &env.channel).await;
     let writer = connect(&url).await;
     let rows: Vec<Article> = (1..=10000)
@@ -467,6 +477,7 @@ async fn a_bulk_update_of_10000_rows_invalidates_within_the_payload_limit() {
     for id in [1, 5000, 10000] {
         assert!(!hit(&store, &format!("article:{id}")).await, "article {id}");
     }
+    assert!(hit(&store, "author:1").await, "the control is untouched");
     eprintln!(
         "10,000-row UPDATE: {} tags in {} payloads, largest {} bytes",
         sent.len(),
@@ -482,6 +493,22 @@ async fn a_bulk_update_of_10000_rows_invalidates_within_the_payload_limit() {
         put_tags(&memory, &format!("article:{id}"), &[Dep::id("article", id)]).await;
     }
     put_tags(&memory, "list c3x", &[cond("c3x", false)]).await;
+    memory
+        .put(
+            &key("author:1"),
+            Bytes::from_static(b"v"),
+            &[
+                Dep::id("author", 1).to_tag().unwrap(),
+                Dep::kind("author").to_tag().unwrap(),
+            ],
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+    for k in ["article:1", "article:7777", "list c3x", "author:1"] {
+        assert!(hit(&memory, k).await, "{k} is cached before the update");
+    }
     writer
         .execute(
             &format!("UPDATE {table} SET category = category || 'y'"),
@@ -495,6 +522,7 @@ async fn a_bulk_update_of_10000_rows_invalidates_within_the_payload_limit() {
     for k in ["article:1", "article:7777", "list c3x"] {
         assert!(!hit(&memory, k).await, "{k}");
     }
+    assert!(hit(&memory, "author:1").await, "the control is untouched");
     listener2.shutdown().await;
     store.close();
     env.finish().await;

@@ -353,3 +353,74 @@ async fn composite_and_typed_ids_equal_rust() {
     }
     env.finish().await;
 }
+
+/// The helper functions install puts in the capture schema (`esc`, `val(...)`, `fin`: for
+/// computing tags in SQL by hand; the triggers write the same expressions out) encode like
+/// `matroska_core::tag`: names, text (awkward and long, hashed), integers, booleans,
+/// timestamps with and without zone, NULL.
+#[tokio::test]
+async fn the_sql_helpers_encode_like_rust() {
+    let Some(url) = url() else { return };
+    let env = Env::new(&url, "cap_help").await;
+    let capture = matroska_postgres::SchemaName::new(env.capture.as_str()).unwrap();
+    env.admin
+        .batch_execute(&matroska_postgres::capture::helpers_sql(&capture))
+        .await
+        .unwrap();
+    let cap = capture.quoted();
+    let one = |sql: String| {
+        let admin = &env.admin;
+        async move {
+            let row = admin.query_one(&sql, &[]).await.unwrap();
+            row.get::<_, String>(0)
+        }
+    };
+    for text in texts().iter().filter(|t| !t.is_empty()) {
+        let sql_name = one(format!(
+            "SELECT {cap}.fin('g:' || {cap}.esc({}))",
+            sql_literal(text)
+        ))
+        .await;
+        assert_eq!(sql_name, Dep::tag(text.as_str()).to_tag().unwrap().as_str());
+        let sql_value = one(format!(
+            "SELECT {cap}.fin('i:k:' || {cap}.val({}::text))",
+            sql_literal(text)
+        ))
+        .await;
+        let rust = Dep::id("k", text.as_str()).to_tag().unwrap();
+        assert_eq!(sql_value, rust.as_str(), "{text:?}");
+    }
+    for n in [0_i64, -1, i64::MAX, i64::MIN] {
+        let sql = one(format!("SELECT 'i:k:' || {cap}.val(({n})::bigint)")).await;
+        assert_eq!(sql, Dep::id("k", n).to_tag().unwrap().as_str());
+    }
+    for b in [true, false] {
+        let sql = one(format!("SELECT 'i:k:' || {cap}.val({b})")).await;
+        assert_eq!(sql, Dep::id("k", b).to_tag().unwrap().as_str());
+    }
+    let null = one(format!("SELECT 'i:k:' || {cap}.val(NULL::text)")).await;
+    assert_eq!(null, Dep::id("k", Value::Null).to_tag().unwrap().as_str());
+    let micros = 1_709_210_096_789_012_u64;
+    let at = UNIX_EPOCH + Duration::from_micros(micros);
+    for sql_type in ["timestamptz", "timestamp"] {
+        let sql = one(format!(
+            "SELECT 'i:k:' || {cap}.val(to_timestamp({micros} / 1e6)::{sql_type})"
+        ))
+        .await;
+        assert_eq!(
+            sql,
+            Dep::id("k", Value::from(at)).to_tag().unwrap().as_str()
+        );
+    }
+    env.finish().await;
+}
+
+/// A SQL string literal (E'' with doubled backslashes when needed).
+fn sql_literal(text: &str) -> String {
+    let quoted = text.replace('\'', "''");
+    if text.contains('\\') {
+        format!("E'{}'", quoted.replace('\\', "\\\\"))
+    } else {
+        format!("'{quoted}'")
+    }
+}
