@@ -389,6 +389,11 @@ impl PgStore {
 
     /// Runs one prepared statement; on a lost connection (server restart, terminated backend)
     /// once more on another connection. Every operation of the store may safely run twice.
+    ///
+    /// A connection goes back to the pool only once its statement's result has arrived: when the
+    /// statement times out, loses its connection, or the caller stops waiting (its future is
+    /// dropped, as a request timeout does), the connection is closed instead, so that no later
+    /// operation queues behind a statement nobody waits for.
     async fn query_raw(
         &self,
         what: &'static str,
@@ -399,25 +404,33 @@ impl PgStore {
         let timeout = self.inner.operation_timeout;
         let mut retried = false;
         loop {
-            let client = self.client(what).await.map_err(Failure::Other)?;
+            let guard = InFlight(Some(self.client(what).await.map_err(Failure::Other)?));
+            let Some(client) = guard.0.as_deref() else {
+                continue;
+            };
             let attempt = async {
                 let statement = client.prepare_typed_cached(sql, types).await?;
                 client.query(&statement, params).await
             };
             match tokio::time::timeout(timeout, attempt).await {
-                Ok(Ok(rows)) => return Ok(rows),
+                Ok(Ok(rows)) => {
+                    guard.done();
+                    return Ok(rows);
+                }
                 Ok(Err(error)) if is_connection_lost(&error) => {
-                    // Never hand a dead connection back to the pool.
-                    drop(Object::take(client));
+                    // Never hand a dead connection back to the pool (`guard` closes it).
                     if retried {
                         return Err(Failure::Db(error));
                     }
                     tracing::warn!(%error, operation = what, "matroska-postgres: connection lost; retrying once");
                     retried = true;
                 }
-                Ok(Err(error)) => return Err(Failure::Db(error)),
+                Ok(Err(error)) => {
+                    // The server answered: the connection is ready for the next statement.
+                    guard.done();
+                    return Err(Failure::Db(error));
+                }
                 Err(_) => {
-                    drop(Object::take(client));
                     return Err(Failure::Other(Error::Timeout {
                         operation: what,
                         after: timeout,
@@ -444,9 +457,9 @@ impl PgStore {
 
     /// The batches of an invalidation by transaction `xid` after its first: each tag's index
     /// rows, in key order, in batches (the first batch's rows again, whose entries are gone).
-    async fn reclaim_rest(&self, tags: &[&str], xid: &str) -> Result<u64> {
+    /// Adds the entries removed to `removed`, also when a later batch fails.
+    async fn reclaim_rest(&self, tags: &[&str], xid: &str, removed: &mut u64) -> Result<()> {
         let inner = &self.inner;
-        let mut removed = 0;
         for tag in tags {
             let mut after = String::new();
             loop {
@@ -459,7 +472,7 @@ impl PgStore {
                     )
                     .await?;
                 let row = first(&rows, "reclaim")?;
-                removed += count(col::<i64>(row, 0, "reclaim")?);
+                *removed += count(col::<i64>(row, 0, "reclaim")?);
                 let scanned = count(col::<i64>(row, 1, "reclaim")?);
                 match col::<Option<String>>(row, 2, "reclaim")? {
                     Some(last) if scanned >= self.batch() => after = last,
@@ -467,11 +480,34 @@ impl PgStore {
                 }
             }
         }
-        Ok(removed)
+        Ok(())
     }
 
     fn batch(&self) -> u64 {
         u64::try_from(self.inner.batch_size).unwrap_or(1)
+    }
+}
+
+/// A pooled connection with a statement in flight: closed when dropped, unless [`done`] says
+/// that the statement's result has arrived (then it goes back to the pool).
+///
+/// [`done`]: InFlight::done
+/// (The connection is there until `done` or drop take it.)
+struct InFlight(Option<Pooled>);
+
+impl InFlight {
+    /// The statement is over: the connection goes back to the pool.
+    fn done(mut self) {
+        drop(self.0.take());
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some(client) = self.0.take() {
+            // Out of the pool, and closed: deadpool-postgres aborts the connection's task.
+            drop(Object::take(client));
+        }
     }
 }
 
@@ -656,13 +692,13 @@ impl Store for PgStore {
             // The invalidation is in effect (the stamps are committed); what follows only
             // removes the remaining dependents, in short statements. Should it fail, cleanup
             // finishes it.
-            match self.reclaim_rest(&tags, &xid).await {
-                Ok(more) => removed += more,
-                Err(error) => tracing::warn!(
+            if let Err(error) = self.reclaim_rest(&tags, &xid, &mut removed).await {
+                tracing::warn!(
                     %error,
+                    removed,
                     "matroska-postgres: invalidation done, but removing its dependents failed; \
                      cleanup() will finish it"
-                ),
+                );
             }
         }
         tracing::debug!(tags = tags.len(), removed, "matroska-postgres: invalidated");

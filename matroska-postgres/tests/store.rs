@@ -480,3 +480,55 @@ async fn pool_exhaustion_waits_then_times_out() {
     })
     .await;
 }
+
+/// A caller that stops waiting for an operation (its future is dropped, as a request timeout
+/// does) while the statement still runs on the server must not hand that busy connection back to
+/// the pool: the next operation would queue behind a statement nobody waits for (here, one
+/// blocked on a row lock) and fail after the operation timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_operation_does_not_return_its_busy_connection_to_the_pool() {
+    with_schemas(|schemas| async move {
+        let store = schemas
+            .config("matroska_cancel")
+            .pool_size(1)
+            .operation_timeout(Duration::from_secs(5))
+            .build()
+            .unwrap();
+        store.migrate().await.unwrap();
+        let s = store.schema().quoted();
+        let k = key("held");
+        store.put(&k, bytes("v"), &[], None, None).await.unwrap();
+
+        let mut locker = connect(schemas.url()).await;
+        let lock = locker.transaction().await.unwrap();
+        let pid: i32 = lock
+            .query_one("SELECT pg_backend_pid()", &[])
+            .await
+            .unwrap()
+            .get(0);
+        lock.execute(
+            &format!("SELECT FROM {s}.entries WHERE key = $1 FOR UPDATE"),
+            &[&k.as_str()],
+        )
+        .await
+        .unwrap();
+        let delete = {
+            let (store, k) = (store.clone(), k.clone());
+            tokio::spawn(async move { store.delete(&k).await })
+        };
+        blocked_by(schemas.admin(), pid, 1).await;
+        delete.abort();
+        assert!(delete.await.unwrap_err().is_cancelled());
+
+        // The row is still locked: an operation that queued behind the abandoned delete would
+        // wait for it.
+        let got = store.get(&key("other")).await;
+        assert!(
+            matches!(got, Ok(Lookup::Miss(_))),
+            "the next operation waited behind the abandoned statement: {got:?}"
+        );
+        assert_eq!(hit(&store, &k).await, Some(bytes("v")));
+        lock.rollback().await.unwrap();
+    })
+    .await;
+}

@@ -192,3 +192,60 @@ pub async fn blocked_by(admin: &tokio_postgres::Client, pid: i32, count: usize) 
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// Puts `n` persistent entries `f:0..` carrying `t`; returns their keys, in key order.
+pub async fn fan_out(store: &PgStore, t: &matroska_core::Tag, n: usize) -> Vec<matroska_core::Key> {
+    let keys: Vec<_> = (0..n)
+        .map(|i| matroska_testkit::support::key(&format!("f:{i}")))
+        .collect();
+    for k in &keys {
+        matroska_core::store::Store::put(
+            store,
+            k,
+            matroska_testkit::support::bytes("old"),
+            std::slice::from_ref(t),
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+    }
+    keys
+}
+
+/// A connection that holds locks, and its backend pid.
+pub async fn locker(url: &str) -> (tokio_postgres::Client, i32) {
+    let client = connect(url).await;
+    let pid = client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    (client, pid)
+}
+
+/// Locks the entry of `k` in a transaction of `locker` (until it ends).
+pub async fn hold<'c>(
+    locker: &'c mut tokio_postgres::Client,
+    store: &PgStore,
+    k: &matroska_core::Key,
+) -> tokio_postgres::Transaction<'c> {
+    let tx = locker.transaction().await.unwrap();
+    let sql = format!(
+        "SELECT FROM {}.entries WHERE key = $1 FOR UPDATE",
+        store.schema().quoted()
+    );
+    assert_eq!(tx.execute(&sql, &[&k.as_str()]).await.unwrap(), 1);
+    tx
+}
+
+/// Asserts that every key is a miss.
+pub async fn assert_all_miss(store: &PgStore, keys: &[matroska_core::Key]) {
+    for k in keys {
+        assert_eq!(
+            matroska_testkit::support::hit(store, k).await,
+            None,
+            "{k} is served after its invalidation"
+        );
+    }
+}
