@@ -17,10 +17,13 @@
 //! leads a new load that later callers join; the old leader still publishes to the callers
 //! already waiting on it), and a caller without a token loads alone.
 //!
-//! A waiter takes the value only if the store accepted the leader's fill. A rejected fill
-//! (a dependency was invalidated during the load), or one that could not be stored, sends the
-//! waiter back to the store for a fresh read; it then loads alone, so a call waits at most once
-//! on a load it ends up not using.
+//! A waiter also takes the value only if the store accepted the leader's fill. With the order
+//! check above this is not needed where `seq` only grows; it keeps the rule sound where a store's
+//! `seq` can start again from below (a Redis namespace recreated under a new epoch refuses the
+//! old epoch's fills). A fill that was refused (a dependency was invalidated during the load, or
+//! the token outlived the fill window) or could not be stored sends the waiter back to the store
+//! for a fresh read; it then loads alone, so a call waits at most once on a load it ends up not
+//! using.
 //!
 //! # When a flight is joinable
 //!

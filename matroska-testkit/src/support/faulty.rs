@@ -311,8 +311,9 @@ impl<S: Store> Faulty<S> {
         Gate { state }
     }
 
-    /// Counts a call, and fails it or hands out the gates it must pass.
-    fn begin(&self, op: Op) -> Result<(Option<Arc<GateState>>, Option<Arc<GateState>>)> {
+    /// Counts a call, and fails it or hands out the gates it must pass (before the store, after
+    /// its answer).
+    fn begin(&self, op: Op) -> Result<[Option<Arc<GateState>>; 2]> {
         let mut script = self.script.lock();
         *script.calls.entry(op).or_default() += 1;
         let scripted = script.failures.get_mut(&op).filter(|left| **left > 0);
@@ -341,12 +342,12 @@ impl<S: Store> Faulty<S> {
                 .get_mut(&(op, at))
                 .and_then(VecDeque::pop_front)
         };
-        Ok((next(At::Call), next(At::Reply)))
+        Ok([next(At::Call), next(At::Reply)])
     }
 
     /// Runs one operation through the script.
     async fn run<T>(&self, op: Op, call: impl Future<Output = Result<T>>) -> Result<T> {
-        let (before, after) = self.begin(op)?;
+        let [before, after] = self.begin(op)?;
         if let Some(gate) = before {
             gate.pass().await;
         }
