@@ -119,6 +119,7 @@ mod error;
 mod generate;
 mod health;
 mod install;
+mod registry;
 
 pub use self::catalog::SUPPORTED_TYPES;
 pub use self::declaration::{
@@ -127,7 +128,8 @@ pub use self::declaration::{
 };
 pub use self::error::{CaptureError, Result};
 pub use self::health::CaptureIssue;
-pub use self::install::{Capture, Installed};
+pub use self::install::Capture;
+pub use self::registry::Installed;
 
 /// The SQL that creates (or refreshes) the helper functions and the registry in a capture schema:
 /// the tag encoders `esc`, `val(...)`, `fin` and `notify`. [`Capture::install`] runs it; it is

@@ -1,22 +1,20 @@
 //! [`Applier`]: a listener's events applied to a [`Store`], with a [`Strategy`] and a policy for
 //! gaps.
 
-use std::collections::HashSet;
 use std::fmt;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use matroska_core::{Error, Result, Store, Tag};
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
 
 use super::backoff::Backoff;
 use super::config::kind_tags;
-use super::event::{Event, Gap, GapReason};
-use super::listen::{Listener, Subscription};
-use super::strategy::{Batch, Pending, Strategy, kind_tag_of};
+use super::event::Gap;
+use super::listen::Listener;
+use super::strategy::{Pending, Strategy};
+use super::worker::{Counters, Worker};
 
 /// What an [`Applier`] does about a [`Gap`] (after calling its [`on_gap`](Applier::on_gap)
 /// callback).
@@ -42,8 +40,8 @@ pub enum GapAction {
     Nothing,
 }
 
-type GapCallback = Arc<dyn Fn(&Gap) + Send + Sync>;
-type AppliedCallback = Arc<dyn Fn(&Applied) + Send + Sync>;
+pub(super) type GapCallback = Arc<dyn Fn(&Gap) + Send + Sync>;
+pub(super) type AppliedCallback = Arc<dyn Fn(&Applied) + Send + Sync>;
 
 /// Applies a [`Listener`]'s events to a store on a background task. Made by
 /// [`Listener::applier`] (or [`Listener::apply`] with the defaults), started by
@@ -58,7 +56,7 @@ type AppliedCallback = Arc<dyn Fn(&Applied) + Send + Sync>;
 /// [`max_pending_tags`](Self::max_pending_tags) pile up they collapse to their kinds' `a:<kind>`
 /// tags, and if that is still too many, the applier clears the store once it answers again
 /// (whatever the [`GapAction`]: only a clear covers free `g:` tags and every kind), reporting a
-/// [`GapReason::Backlog`] gap. While a clear is pending, tags that arrive are not kept: the
+/// [`GapReason::Backlog`](super::GapReason::Backlog) gap. While a clear is pending, tags that arrive are not kept: the
 /// clear runs after they arrived and covers them, so the backlog stays bounded.
 ///
 /// What an applier cannot cover: a gap under [`GapAction::Nothing`] (the callback is told, the
@@ -190,7 +188,7 @@ impl<S: Store> Applier<S> {
     }
 
     /// Whether the store's entries from before this applier started are trusted: if `true`, the
-    /// [`GapReason::Started`] gap only calls the callback (default `false`: it is acted on like
+    /// [`GapReason::Started`](super::GapReason::Started) gap only calls the callback (default `false`: it is acted on like
     /// any gap).
     ///
     /// The default is safe: what was committed before the listener ran is unknown, so a shared
@@ -262,7 +260,7 @@ impl<S: Store> Applier<S> {
 
     /// The most distinct tags kept pending (default 100,000), e.g. while the store is down. Beyond
     /// it they collapse to their kinds' `a:<kind>` tags, and if that is still too many, the store
-    /// is cleared instead, whatever the gap action (reported as a [`GapReason::Backlog`] gap):
+    /// is cleared instead, whatever the gap action (reported as a [`GapReason::Backlog`](super::GapReason::Backlog) gap):
     /// never a dropped invalidation.
     ///
     /// # Examples
@@ -430,21 +428,6 @@ pub struct ApplierStats {
     pub store_errors: u64,
 }
 
-#[derive(Debug, Default)]
-struct Counters {
-    events: AtomicU64,
-    gaps: AtomicU64,
-    applies: AtomicU64,
-    tags_applied: AtomicU64,
-    removed: AtomicU64,
-    clears: AtomicU64,
-    store_errors: AtomicU64,
-}
-
-fn bump(counter: &AtomicU64, by: u64) {
-    counter.fetch_add(by, Ordering::Relaxed);
-}
-
 /// A running [`Applier`]. Dropping it stops the applier.
 ///
 /// # Examples
@@ -507,249 +490,5 @@ impl ApplierHandle {
 impl Drop for ApplierHandle {
     fn drop(&mut self) {
         self.task.abort();
-    }
-}
-
-/// The applier's task state.
-struct Worker<S> {
-    subscription: Subscription,
-    store: S,
-    pending: Pending,
-    kind_tags: Arc<[Tag]>,
-    gap_action: GapAction,
-    trust_start: bool,
-    on_gap: Option<GapCallback>,
-    on_applied: Option<AppliedCallback>,
-    max_batch: usize,
-    max_pending: usize,
-    store_timeout: Duration,
-    backoff: Backoff,
-    /// After a failure, no apply before this.
-    retry_at: Option<Instant>,
-    stats: Arc<Counters>,
-}
-
-impl<S: Store> Worker<S> {
-    async fn run(mut self) {
-        loop {
-            let due = self.due();
-            if due.is_some_and(|due| due <= Instant::now()) {
-                self.apply().await;
-                continue;
-            }
-            tokio::select! {
-                // The timer first: a steady stream of events must not postpone a due apply.
-                biased;
-                () = sleep_until(due) => {}
-                event = self.subscription.recv() => {
-                    let Some(event) = event else {
-                        self.finish().await;
-                        return;
-                    };
-                    self.accept(event);
-                    // Coalesce whatever else is already waiting.
-                    while self.pending.len() < self.max_batch {
-                        match self.subscription.try_recv() {
-                            Some(event) => self.accept(event),
-                            None => break,
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    fn due(&self) -> Option<Instant> {
-        let due = self.pending.due()?;
-        Some(self.retry_at.map_or(due, |retry| due.max(retry)))
-    }
-
-    fn accept(&mut self, event: Event) {
-        match event {
-            Event::Tags(batch) => {
-                bump(&self.stats.events, 1);
-                self.pending
-                    .add(batch.tags().iter().cloned(), Instant::now());
-                self.limit_backlog();
-            }
-            Event::Gap(gap) => self.gap(&gap),
-        }
-    }
-
-    fn gap(&mut self, gap: &Gap) {
-        let trusted = self.trust_start && matches!(gap.reason(), GapReason::Started);
-        self.report(
-            gap,
-            if trusted {
-                GapAction::Nothing
-            } else {
-                self.gap_action
-            },
-        );
-        if trusted {
-            return;
-        }
-        let now = Instant::now();
-        match self.gap_action {
-            GapAction::InvalidateKinds => {
-                self.pending.add_urgent(self.kind_tags.iter().cloned(), now);
-            }
-            GapAction::Clear => self.pending.clear(now),
-            GapAction::Nothing => {}
-        }
-    }
-
-    /// Counts and logs a gap and passes it to the callback (`action`: what is done about it).
-    fn report(&self, gap: &Gap, action: GapAction) {
-        bump(&self.stats.gaps, 1);
-        tracing::info!(store = self.store.name(), %gap, ?action, "matroska-postgres applier: gap");
-        if let Some(callback) = &self.on_gap
-            && catch_unwind(AssertUnwindSafe(|| callback(gap))).is_err()
-        {
-            tracing::error!("matroska-postgres applier: the gap callback panicked");
-        }
-    }
-
-    /// Too many pending tags: collapse them to their kinds (`a:<kind>` covers every tag of its
-    /// kind), and if that is still too many (free `g:` tags and hashed tags whose kind was cut
-    /// off do not collapse), clear the store, whatever the gap action: a clear is the one call
-    /// that covers every pending tag, so no invalidation is lost. Reported as a
-    /// [`GapReason::Backlog`] gap.
-    fn limit_backlog(&mut self) {
-        if self.pending.len() <= self.max_pending {
-            return;
-        }
-        let tags = self.pending.take_tags();
-        let before = tags.len();
-        let collapsed: HashSet<Tag> = tags
-            .into_iter()
-            .map(|tag| kind_tag_of(&tag).unwrap_or(tag))
-            .collect();
-        if collapsed.len() <= self.max_pending {
-            tracing::warn!(
-                store = self.store.name(),
-                before,
-                after = collapsed.len(),
-                "matroska-postgres applier: too many pending tags; applying their kinds instead"
-            );
-            self.pending.replace_urgent(collapsed, Instant::now());
-            return;
-        }
-        tracing::error!(
-            store = self.store.name(),
-            pending = collapsed.len(),
-            "matroska-postgres applier: too many pending tags even by kind; clearing the store \
-             instead (it covers them all)"
-        );
-        self.report(
-            &Gap::new(GapReason::Backlog {
-                pending_tags: collapsed.len(),
-            }),
-            GapAction::Clear,
-        );
-        self.pending.clear(Instant::now());
-    }
-
-    async fn apply(&mut self) {
-        let started = Instant::now();
-        let batch = self.pending.take(started);
-        let mut removed = 0;
-        if batch.clear {
-            match self.call(self.store.clear()).await {
-                Ok(()) => bump(&self.stats.clears, 1),
-                Err(error) => return self.failed(batch, &error),
-            }
-        } else {
-            let mut done = 0;
-            while done < batch.tags.len() {
-                let end = (done + self.max_batch).min(batch.tags.len());
-                match self
-                    .call(self.store.invalidate(&batch.tags[done..end]))
-                    .await
-                {
-                    Ok(count) => removed += count,
-                    Err(error) => {
-                        let rest = Batch {
-                            tags: batch.tags[done..].to_vec(),
-                            clear: false,
-                        };
-                        return self.failed(rest, &error);
-                    }
-                }
-                done = end;
-            }
-        }
-        self.backoff.reset();
-        self.retry_at = None;
-        let tags = if batch.clear { Vec::new() } else { batch.tags };
-        bump(&self.stats.applies, 1);
-        bump(&self.stats.tags_applied, tags.len() as u64);
-        bump(&self.stats.removed, removed);
-        if let Some(callback) = &self.on_applied {
-            let applied = Applied {
-                tags,
-                cleared: batch.clear,
-                removed,
-                took: started.elapsed(),
-            };
-            if catch_unwind(AssertUnwindSafe(|| callback(&applied))).is_err() {
-                tracing::error!("matroska-postgres applier: the applied callback panicked");
-            }
-        }
-    }
-
-    /// One store call, bounded by the store timeout.
-    async fn call<T>(&self, call: impl Future<Output = Result<T>>) -> Result<T> {
-        match tokio::time::timeout(self.store_timeout, call).await {
-            Ok(result) => result,
-            Err(_) => Err(Error::Timeout {
-                operation: "applying invalidations",
-                after: self.store_timeout,
-            }),
-        }
-    }
-
-    fn failed(&mut self, rest: Batch, error: &Error) {
-        bump(&self.stats.store_errors, 1);
-        let delay = self.backoff.next_delay();
-        let now = Instant::now();
-        self.retry_at = Some(now + delay);
-        tracing::warn!(
-            store = self.store.name(),
-            %error,
-            tags = rest.tags.len(),
-            clear = rest.clear,
-            retry_in = ?delay,
-            "matroska-postgres applier: could not apply invalidations; they stay pending"
-        );
-        self.pending.restore(rest, now);
-        self.limit_backlog();
-    }
-
-    /// The listener shut down: apply what is pending (one attempt) and stop.
-    async fn finish(&mut self) {
-        if self.pending.due().is_some() {
-            self.retry_at = None;
-            self.apply().await;
-            if let Some(left) = self.pending.due().map(|_| self.pending.len()) {
-                tracing::error!(
-                    store = self.store.name(),
-                    tags = left,
-                    "matroska-postgres applier: stopping with invalidations the store refused"
-                );
-            }
-        }
-        tracing::warn!(
-            store = self.store.name(),
-            "matroska-postgres applier: the listener shut down; this store no longer receives \
-             invalidations"
-        );
-    }
-}
-
-async fn sleep_until(due: Option<Instant>) {
-    match due {
-        Some(due) => tokio::time::sleep_until(due).await,
-        None => std::future::pending().await,
     }
 }

@@ -60,6 +60,7 @@ mod config;
 mod event;
 mod listen;
 mod strategy;
+mod worker;
 
 #[cfg(test)]
 mod tests;
