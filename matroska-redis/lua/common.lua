@@ -1,81 +1,46 @@
--- matroska-redis: helpers shared by every script. src/scripts.rs prepends this file to each one.
---
--- The key layout of a namespace (DESIGN.md section 6; src/keys.rs builds the same names on the
--- client side, and a test checks that the two agree). P, ARGV[1] of every script, is "{prefix}":
--- the braces make it a Redis Cluster hash tag, and since a prefix cannot contain "}", two
--- namespaces never share a key.
---
---   P:seq            the namespace's state, one string "n u c p epoch":
---                      n      the sequence number; starts at the server time in microseconds and
---                             never goes backwards, even when this key is lost
---                      u      the safe mark: an entry filled at u or later is in the index of
---                             each of its tags and not stale, so a plain MGET may serve it. Older
---                             entries are checked by get.lua first. u rises when an invalidation
---                             cannot remove every dependent at once, and when an index was lost.
---                      c      the clear mark: entries filled before it are gone
---                      p      1 while indexes set aside by invalidations may wait for reclaiming
---                      epoch  changes when the namespace is created again (restart without
---                             persistence, FLUSHALL, eviction): older fill tokens are refused
---   P:e:<key>        an entry, one string: q (20 digits, the seq it was filled at), "p"
---                    (persistent) or "e" (expiring), the length of its tags, ":", its tags (each
---                    after a NUL, and a final NUL), the value
---   P:t:<tag>        the tag's reverse index: a sorted set of keys scored by expiry in ms (+inf:
---                    persistent), and the sentinel member "" (+inf), so that it never silently
---                    empties: a missing index was never created, expired, was consumed by an
---                    invalidation, was dropped by unindex(), or was lost
---   P:s:<tag>        the tag's stamp and metadata, one string "S|x|l":
---                      S  the seq of its last invalidation (0: none)
---                      x  until when its index should exist (ms or "inf"; empty: none expected).
---                         An index missing before then was lost (evicted, deleted by hand).
---                      l  until when entries carrying the tag may exist outside its index (after
---                         a lost index or a large invalidation), so the stamp must last
---                    The key lives until max(x, l, the last invalidation + the fill window).
---   P:r:<seq>:<tag>  an index set aside by the invalidation at <seq>, reclaimed in bounded chunks
---   P:x:<mark>:<tag> an index taken by the clear at <mark>, drained in bounded chunks
---   P:pending        sorted set of the P:r: sets, scored by when their client last worked on them
+-- matroska-redis: helpers shared by every script; src/scripts.rs prepends this file to each one.
+-- PROTOCOL.md (in the crate) describes every key and field, who writes it and why; the comments
+-- here say what each helper does. ARGV[1] of every script is P = "{prefix}", ARGV[2] the fill
+-- window in ms, ARGV[3] the client's 8-hex-digit nonce; each script's own arguments follow.
 
 local P = ARGV[1]
-local WINDOW = tonumber(ARGV[2])
-local NS = P .. ':seq'
+local WINDOW = tonumber(ARGV[2]) or 60000
+local NONCE = ARGV[3]
+if type(NONCE) ~= 'string' or not string.find(NONCE, '^%x%x%x%x%x%x%x%x$') then
+  NONCE = '00000000'
+end
+local STATE = P .. ':seq'
+local META = P .. ':meta'
 local PENDING = P .. ':pending'
 local HUGE = math.huge
+-- The fill window on the sequence clock (microseconds), and how far the sequence number may lag
+-- the server's clock before a script moves it on (a tenth of the window).
+local WINDOW_US = WINDOW * 1000
+local TICK_US = WINDOW * 100
+-- How far in the future (server clock) a fill token may have been issued: a client's estimate of
+-- the server's clock is from below, so a later token means a clock that stepped back.
+local FUTURE_MS = 1000
+-- The entry header: q (20 digits), generation (20 digits, 8 hex digits), kind, tags length.
+local HEADER = 57
+
 local function entry_key(k) return P .. ':e:' .. k end
 local function index_key(t) return P .. ':t:' .. t end
-local function stamp_key(t) return P .. ':s:' .. t end
+local function starts(s, prefix) return string.sub(s, 1, #prefix) == prefix end
 
 -- Sequence numbers and times exceed 2^31: format them without an exponent.
 local function int(n) return string.format('%.0f', n) end
 local function pad(n) return string.format('%020.0f', n) end
 
--- The server's clock: (milliseconds, microseconds). Expiry and fill windows use it, never a client's.
+-- The server's clock: (milliseconds, microseconds).
 local function now()
   local t = redis.call('TIME')
   local us = tonumber(t[1]) * 1000000 + tonumber(t[2])
   return math.floor(us / 1000), us
 end
 
--- The namespace state (nil when the key is missing or unreadable).
-local function read_ns(v)
-  if not v then return nil end
-  local n, u, c, p, e = string.match(v, '^(%d+) (%d+) (%d+) (%d) (%S+)$')
-  if not n then return nil end
-  return { n = tonumber(n), u = tonumber(u), c = tonumber(c), p = p, e = e }
-end
-
-local function write_ns(ns)
-  redis.call('SET', NS, int(ns.n) .. ' ' .. int(ns.u) .. ' ' .. int(ns.c) .. ' ' .. ns.p .. ' ' .. ns.e)
-end
-
--- A namespace created now (first use, or after its state was lost): seq starts at the server time,
--- above every earlier seq; everything already stored is checked before it is served (u = n); sets
--- set aside earlier may be pending.
-local function new_ns(us, nonce)
-  return { n = us, u = us, c = 0, p = '1', e = int(us) .. '-' .. nonce }
-end
-
--- Times: nil (none), a number of ms, or HUGE (forever).
+-- Times in records: nil (none), a number of ms, or HUGE (forever).
 local function time_of(s)
-  if s == nil or s == '' then return nil end
+  if s == '' then return nil end
   if s == 'inf' then return HUGE end
   return tonumber(s)
 end
@@ -90,38 +55,9 @@ local function later(a, b)
   return math.max(a, b)
 end
 
--- A tag's metadata (see the layout above). `found`: whether the key existed.
-local function read_meta(v)
-  if not v then return { s = 0, found = false } end
-  local s, x, l = string.match(v, '^(%d+)|([^|]*)|(.*)$')
-  if not s then return { s = 0, found = true } end
-  return { s = tonumber(s), x = time_of(x), l = time_of(l), found = true }
-end
-
--- Forgets an `l` that has passed: the entries it was about have expired.
-local function settle(m, ms)
-  if m.l and m.l ~= HUGE and m.l <= ms then m.l = nil end
-  return m
-end
-
--- Writes a tag's metadata, to live until `till` (ms, or HUGE). With `keep`, the key's current
--- life is never shortened.
-local function write_meta(key, m, till, keep)
-  local v = int(m.s) .. '|' .. time_str(m.x) .. '|' .. time_str(m.l)
-  if till == HUGE then
-    redis.call('SET', key, v)
-  elseif keep and m.found then
-    redis.call('SET', key, v, 'KEEPTTL')
-    redis.call('PEXPIREAT', key, int(till), 'GT')
-  else
-    redis.call('SET', key, v, 'PXAT', int(till))
-  end
-  m.found = true
-end
-
--- MGET in slices (Lua's unpack has a stack limit). A missing key reads as false.
+-- MGET in slices (Lua's unpack has a stack limit). A missing key, or one of another type, reads
+-- as false.
 local function mget(keys)
-  if #keys <= 1000 then return redis.call('MGET', unpack(keys)) end
   local out = {}
   for i = 1, #keys, 1000 do
     local part = redis.call('MGET', unpack(keys, i, math.min(i + 999, #keys)))
@@ -134,12 +70,172 @@ local function unlink(keys)
   for i = 1, #keys, 1000 do redis.call('UNLINK', unpack(keys, i, math.min(i + 999, #keys))) end
 end
 
--- An entry: (q, kind "p"/"e", tags as stored, offset of the value).
+-- ---------------------------------------------------------------------------------------------
+-- The namespace state (P:seq): "seq=<n> safe=<u> gen=<generation>".
+
+local GEN = '^' .. string.rep('%d', 20) .. string.rep('%x', 8) .. '$'
+
+local function read_state(v)
+  if type(v) ~= 'string' then return nil end
+  local n, u, gen = string.match(v, '^seq=(%d+) safe=(%d+) gen=(%w+)$')
+  if not n or #n > 19 or #u > 19 or not string.find(gen, GEN) then return nil end
+  return { n = tonumber(n), u = tonumber(u), gen = gen, dirty = false }
+end
+
+local function write_state(ns)
+  redis.call('SET', STATE, 'seq=' .. int(ns.n) .. ' safe=' .. int(ns.u) .. ' gen=' .. ns.gen)
+  ns.dirty = false
+end
+
+-- Moves the sequence number on to the server's clock when it lags by more than a tick, so that it
+-- keeps measuring time (fill tokens are aged on it, stamps pruned by it) without a write per call.
+local function tick(ns, us)
+  if us > ns.n + TICK_US then
+    ns.n = us
+    ns.dirty = true
+  end
+end
+
+-- ---------------------------------------------------------------------------------------------
+-- Tag records (fields of P:meta): "stamp|stamp_until|index_until|outside_until|aside_until|asides|since".
+
+local function read_rec(v)
+  if v == false or v == nil then return { stamp = 0, asides = 0, since = 0 } end
+  local s, su, x, o, a, n, since =
+    string.match(v, '^(%d+)|(%d*)|([%dinf]*)|([%dinf]*)|([%dinf]*)|(%d+)|(%d+)$')
+  if not s then return nil end
+  return {
+    stamp = tonumber(s), stamp_until = tonumber(su), index_until = time_of(x),
+    outside_until = time_of(o), aside_until = time_of(a), asides = tonumber(n),
+    since = tonumber(since),
+  }
+end
+
+-- Forgets what a record no longer needs to say: times that have passed, and what a completed walk
+-- of the namespace has made true everywhere: a walk that started at seq `walked` or later looked
+-- at every entry that was outside the tag's index (or in its sets aside) when `since` was
+-- recorded, and re-indexed or removed it. (`since` is always a seq no walk had started at
+-- before it was recorded: see lost_index and set_gone.)
+local function settle(rec, ms, walked)
+  if rec.since <= walked then
+    rec.outside_until, rec.aside_until, rec.asides = nil, nil, 0
+  end
+  if rec.outside_until and rec.outside_until <= ms then rec.outside_until = nil end
+  if rec.aside_until and rec.aside_until <= ms then rec.aside_until = nil end
+  if rec.index_until and rec.index_until <= ms then rec.index_until = nil end
+  return rec
+end
+
+-- Whether the record still protects something: a stamp that unexpired tokens may meet (on the
+-- sequence clock), an index that should exist, entries outside the index or in sets aside.
+local function needed(rec, ms, ns)
+  return (rec.stamp > 0 and rec.stamp_until ~= nil and rec.stamp_until > ns.n)
+    or (rec.index_until ~= nil and rec.index_until > ms)
+    or (rec.outside_until ~= nil and rec.outside_until > ms)
+    or (rec.aside_until ~= nil and rec.aside_until > ms)
+end
+
+local function write_rec(t, rec, ms, ns)
+  if needed(rec, ms, ns) then
+    local su = ''
+    if rec.stamp_until then su = int(rec.stamp_until) end
+    redis.call('HSET', META, t, int(rec.stamp) .. '|' .. su .. '|' .. time_str(rec.index_until)
+      .. '|' .. time_str(rec.outside_until) .. '|' .. time_str(rec.aside_until) .. '|'
+      .. int(rec.asides) .. '|' .. int(rec.since))
+  else
+    redis.call('HDEL', META, t)
+  end
+end
+
+-- ---------------------------------------------------------------------------------------------
+-- Opening the namespace: the state and the metadata must both exist and belong to the same
+-- generation; otherwise one of them was lost (evicted, deleted, a restart) or written by someone
+-- else, and the namespace starts a new generation: every entry filled before is a miss, every
+-- fill token issued before is refused, every record and index of the old generation is ignored.
+
+-- A new generation. `old` is the previous state, if readable; `had_data` whether the old state or
+-- metadata existed (then a walk removes what the old generation left); `into`, if given, is the
+-- namespace table to reset in place (callers that hold it see the new generation).
+local function bump(old, had_data, us, into)
+  local n = us
+  if old and old.n >= n then n = old.n + 1 end
+  local ns = into or {}
+  ns.n, ns.u, ns.gen, ns.walked = n, n, pad(n) .. NONCE, 0
+  write_state(ns)
+  redis.call('UNLINK', META)
+  redis.call('HSET', META, '#gen', ns.gen)
+  if had_data then redis.call('HSET', META, '#walk_wanted', int(n)) end
+  return ns
+end
+
+-- Reads the state (and the entry at `ekey`, if given) and the records of `tags`. Returns the
+-- namespace (nil when it is unusable and `create` is false), the records (one per tag; nil when
+-- the namespace was started anew) and the entry's value (false if none).
+local function open(tags, create, ekey, us)
+  local keys = { STATE }
+  if ekey then keys[2] = ekey end
+  local got = mget(keys)
+  local ns = read_state(got[1])
+  local blob = got[2] or false
+  local fields = { '#gen', '#walked' }
+  for i, t in ipairs(tags) do fields[i + 2] = t end
+  local h = redis.pcall('HMGET', META, unpack(fields))
+  local ok = ns ~= nil and type(h) == 'table' and h.err == nil and h[1] == ns.gen
+  local recs = {}
+  if ok then
+    ns.walked = tonumber(h[2]) or 0
+    for i = 1, #tags do
+      recs[i] = read_rec(h[i + 2])
+      if not recs[i] then ok = false end
+    end
+  end
+  if ok then return ns, recs, blob end
+  if not create then return nil, nil, blob end
+  local had_data = got[1] ~= false or (type(h) == 'table' and (h.err ~= nil or h[1] ~= false))
+  ns = bump(ns, had_data, us)
+  for i = 1, #tags do recs[i] = read_rec(false) end
+  return ns, recs, blob
+end
+
+-- The records of `tags` in the open namespace (nil if one does not parse).
+local function read_recs(tags)
+  if #tags == 0 then return {} end
+  local h = redis.call('HMGET', META, unpack(tags))
+  local recs = {}
+  for i = 1, #tags do
+    recs[i] = read_rec(h[i])
+    if not recs[i] then return nil end
+  end
+  return recs
+end
+
+local function read_one(t)
+  return read_rec(redis.call('HGET', META, t))
+end
+
+-- Asks for a walk of the namespace (see walk below) that starts after `seq`.
+local function want_walk(seq)
+  local wanted = tonumber(redis.call('HGET', META, '#walk_wanted')) or 0
+  if seq > wanted then redis.call('HSET', META, '#walk_wanted', int(seq)) end
+end
+
+-- ---------------------------------------------------------------------------------------------
+-- Entries (P:e:<key>): q (20 digits: the seq it was filled at), the generation (28 characters),
+-- the kind ("p" persistent, "e" expiring), the length of its tags (8 digits), its tags (each
+-- after a NUL, and a final NUL), the value. Anything else is foreign: parse returns nil.
+
+local ENTRY = '^(' .. string.rep('%d', 20) .. ')(' .. string.rep('%d', 20) .. string.rep('%x', 8)
+  .. ')([pe])(' .. string.rep('%d', 8) .. ')'
+
 local function parse(blob)
-  local colon = string.find(blob, ':', 22, true)
-  local n = tonumber(string.sub(blob, 22, colon - 1))
-  return tonumber(string.sub(blob, 1, 20)), string.sub(blob, 21, 21),
-    string.sub(blob, colon + 1, colon + n), colon + n + 1
+  if type(blob) ~= 'string' or #blob < HEADER then return nil end
+  local q, gen, kind, len = string.match(string.sub(blob, 1, HEADER), ENTRY)
+  if not q then return nil end
+  local n = tonumber(len)
+  if HEADER + n > #blob then return nil end
+  local tags = string.sub(blob, HEADER + 1, HEADER + n)
+  if n > 0 and (string.byte(tags, 1) ~= 0 or string.byte(tags, n) ~= 0) then return nil end
+  return { q = tonumber(q), gen = gen, kind = kind, tags = tags }
 end
 
 local function split(tags)
@@ -148,22 +244,31 @@ local function split(tags)
   return out
 end
 
--- Whether an entry filled at q with these tags (as stored) is not stale: neither the clear mark nor
--- the stamp of any of its tags is newer. Also returns the tags' metadata.
-local function check(q, tags, ns)
-  local list = split(tags)
-  local metas = {}
-  local fresh = ns == nil or q >= ns.c
-  if #list > 0 then
-    local keys = {}
-    for i, t in ipairs(list) do keys[i] = stamp_key(t) end
-    local vals = mget(keys)
-    for i = 1, #list do
-      metas[i] = read_meta(vals[i])
-      if metas[i].s > q then fresh = false end
-    end
+local function encode(q, gen, kind, tags, value)
+  local stored = ''
+  if #tags > 0 then stored = '\0' .. table.concat(tags, '\0') .. '\0' end
+  return pad(q) .. gen .. kind .. string.format('%08d', #stored) .. stored .. value
+end
+
+-- ---------------------------------------------------------------------------------------------
+-- Reverse indexes (P:t:<tag>): sorted sets of keys scored by expiry in ms (+inf: persistent),
+-- and a sentinel member, NUL followed by the generation, scored -inf: it marks the index as this
+-- generation's (an index without it is left over from an older one, or foreign) and sorts first.
+
+local function sentinel(ns) return '\0' .. ns.gen end
+
+-- Whether the index at `idx` is this generation's; one that is not is removed.
+local function current(idx, ns)
+  local score = redis.pcall('ZSCORE', idx, sentinel(ns))
+  if type(score) == 'table' and score.err then
+    redis.call('UNLINK', idx)
+    return false
   end
-  return fresh, list, metas
+  if not score then
+    redis.call('UNLINK', idx)
+    return false
+  end
+  return true
 end
 
 -- Index lifetimes only grow: an index must outlive its entries. Extended by a quarter more, so that
@@ -173,82 +278,92 @@ local function target(need, ms)
   return need + math.floor((need - ms) / 4)
 end
 
--- Puts key k, whose entry expires at `need` (ms, or HUGE), in the index of tag t; m is the tag's
--- metadata, read before. Prunes a few expired members when `prune` is set. Returns true if the
--- index turned out to have been lost.
-local function index_add(t, k, need, m, ms, prune)
+-- An index that the record says should exist is missing: it was lost (evicted, deleted by hand).
+-- The entries it listed may be anywhere, so reads check entries filled until now (the safe mark
+-- rises) and the record keeps the tag's stamp as long as those entries may live.
+local function lost_index(rec, ns)
+  ns.n = ns.n + 1
+  ns.u = ns.n
+  ns.dirty = true
+  rec.outside_until = later(rec.outside_until, rec.index_until)
+  rec.since = ns.n
+  if rec.outside_until == HUGE then want_walk(ns.n) end
+end
+
+-- Puts key k, whose entry expires at `need` (ms, or HUGE), in the index of tag t; rec is the tag's
+-- record, read before (and written here when it changes). Prunes a few expired members when
+-- `prune` is set. Returns whether the record changed.
+local function index_add(t, k, need, rec, ms, ns, prune)
   local idx = index_key(t)
   local score = 'inf'
   if need ~= HUGE then score = int(need) end
-  local added = redis.call('ZADD', idx, 'inf', '', score, k)
-  local lost = false
-  if added == 2 or m.x == nil or m.x < need then
-    local x
-    if added == 2 then
-      -- A new index. If one was expected to exist until later, it was lost: its entries may be
-      -- anywhere, and the stamp must last as long as they may.
-      if m.x and m.x > ms then
-        lost = true
-        m.l = later(m.l, m.x)
-      end
-      x = target(need, ms)
-      if x ~= HUGE then redis.call('PEXPIREAT', idx, int(x)) end
-    else
-      if m.x == nil then
-        -- The metadata was lost, the index was not: read its expiry.
-        local pttl = redis.call('PTTL', idx)
-        if pttl < 0 then x = HUGE else x = ms + pttl end
-      else
-        x = m.x
-      end
-      if x < need then
-        x = target(need, ms)
-        if x == HUGE then redis.call('PERSIST', idx) else redis.call('PEXPIREAT', idx, int(x)) end
-      end
+  local x = rec.index_until
+  local changed = false
+  if not current(idx, ns) then
+    if x and x > ms then lost_index(rec, ns) end
+    redis.call('ZADD', idx, '-inf', sentinel(ns), score, k)
+    x = target(need, ms)
+    if x ~= HUGE then redis.call('PEXPIREAT', idx, int(x)) end
+    changed = true
+  else
+    local added = redis.call('ZADD', idx, score, k)
+    if x == nil then
+      -- The record was pruned or removed while the index lives on: read its expiry.
+      local pttl = redis.call('PTTL', idx)
+      if pttl < 0 then x = HUGE else x = ms + pttl end
+      changed = true
     end
-    m.x = x
-    write_meta(stamp_key(t), m, later(x, m.l), true)
+    if x < need then
+      x = target(need, ms)
+      if x == HUGE then redis.call('PERSIST', idx) else redis.call('PEXPIREAT', idx, int(x)) end
+      changed = true
+    end
+    if prune and added == 1 then
+      -- Members whose entries have expired: remove a few, so that dead members cannot accumulate.
+      local dead = redis.call('ZRANGEBYSCORE', idx, '(-inf', '(' .. int(ms), 'LIMIT', 0, 8)
+      if #dead > 0 then redis.call('ZREM', idx, unpack(dead)) end
+    end
   end
-  if prune and added == 1 then
-    -- Members whose entries have expired: remove a few, so that dead members cannot accumulate.
-    local dead = redis.call('ZRANGEBYSCORE', idx, '-inf', '(' .. int(ms), 'LIMIT', 0, 8)
-    if #dead > 0 then redis.call('ZREM', idx, unpack(dead)) end
+  if changed then
+    rec.index_until = x
+    write_rec(t, rec, ms, ns)
   end
-  return lost
+  return changed
 end
 
 -- Takes key k out of the index of tag t. An index left with only its sentinel is dropped, and
--- the metadata notes that none is expected any more (and goes when it has nothing left to say).
-local function unindex(t, k, ms)
+-- the record notes that none is expected any more (and goes when it has nothing left to say).
+local function unindex(t, k, ms, ns)
   local idx = index_key(t)
-  if redis.call('ZREM', idx, k) == 1 and redis.call('ZCARD', idx) == 1 then
-    redis.call('DEL', idx)
-    local skey = stamp_key(t)
-    local m = settle(read_meta(redis.call('GET', skey)), ms)
-    m.x = nil
-    if m.s == 0 and m.l == nil then
-      redis.call('DEL', skey)
-    else
-      write_meta(skey, m, later(m.l, ms + WINDOW), false)
+  if redis.call('ZREM', idx, k) == 1 and redis.call('ZCARD', idx) <= 1 then
+    redis.call('UNLINK', idx)
+    local rec = read_one(t)
+    if rec then
+      rec = settle(rec, ms, ns.walked)
+      rec.index_until = nil
+      write_rec(t, rec, ms, ns)
     end
   end
 end
 
--- Removes the entry under key k (with these tags, as stored) and its index memberships.
-local function drop(k, tags, ms)
+-- Removes the entry under key k (parsed as e; nil: unreadable) and its index memberships.
+local function drop(k, e, ms, ns)
   redis.call('UNLINK', entry_key(k))
-  for _, t in ipairs(split(tags)) do unindex(t, k, ms) end
+  if e and e.gen == ns.gen then
+    for _, t in ipairs(split(e.tags)) do unindex(t, k, ms, ns) end
+  end
 end
 
 -- Among `keys` (members of tag t's index, or of a set aside), removes the entries that still
--- carry t and were filled before `stamp`; a key deleted, re-put without t, or filled again after
--- the stamp is left alone. A persistent entry also leaves its other tags' indexes now; an expiring
--- one's memberships there are pruned once its expiry passes (index_add) or go with the index.
--- Returns how many entries were removed.
-local function sweep(keys, t, stamp, ms)
+-- carry t and were filled before `stamp`, and every unreadable entry or one of an older
+-- generation; an entry deleted, re-put without t, or filled again after the stamp is left alone.
+-- A persistent entry also leaves its other tags' indexes now; an expiring one's memberships there
+-- are pruned once its expiry passes (index_add) or go with the index. Returns how many entries
+-- carrying t were removed.
+local function sweep(keys, t, stamp, ms, ns)
   local ekeys, names = {}, {}
   for _, k in ipairs(keys) do
-    if k ~= '' then
+    if string.byte(k, 1) ~= 0 then
       ekeys[#ekeys + 1] = entry_key(k)
       names[#names + 1] = k
     end
@@ -256,44 +371,211 @@ local function sweep(keys, t, stamp, ms)
   if #ekeys == 0 then return 0 end
   local blobs = mget(ekeys)
   local needle = '\0' .. t .. '\0'
-  local doomed, persistent = {}, {}
+  local doomed, persistent, removed = {}, {}, 0
   for i = 1, #ekeys do
-    local blob = blobs[i]
-    if blob then
-      local q, kind, tags = parse(blob)
-      if q < stamp and string.find(tags, needle, 1, true) then
+    if blobs[i] then
+      local e = parse(blobs[i])
+      if e == nil or e.gen ~= ns.gen then
         doomed[#doomed + 1] = ekeys[i]
-        if kind == 'p' then persistent[#persistent + 1] = { names[i], tags } end
+      elseif e.q < stamp and string.find(e.tags, needle, 1, true) then
+        doomed[#doomed + 1] = ekeys[i]
+        removed = removed + 1
+        if e.kind == 'p' then persistent[#persistent + 1] = { names[i], e.tags } end
       end
     end
   end
   unlink(doomed)
-  for _, e in ipairs(persistent) do
-    for _, o in ipairs(split(e[2])) do
-      if o ~= t then unindex(o, e[1], ms) end
+  for _, p in ipairs(persistent) do
+    for _, o in ipairs(split(p[2])) do
+      if o ~= t then unindex(o, p[1], ms, ns) end
     end
   end
-  return #doomed
+  return removed
 end
 
--- Reclaims up to `budget` members of the set aside r (P:r:<seq>:<tag>). When `own_ms` is given,
--- the set is marked as worked on at that time, so that other calls leave it to this client.
--- Returns (entries removed, members looked at, whether members remain).
-local function reclaim(r, budget, own_ms, ms)
-  local rest = string.sub(r, #P + 4)
-  local colon = string.find(rest, ':', 1, true)
-  if not colon then return 0, 0, false end
-  local stamp, t = tonumber(string.sub(rest, 1, colon - 1)), string.sub(rest, colon + 1)
-  local popped = redis.call('ZPOPMIN', r, budget)
+-- Whether the entry under key k (parsed as e, filled before the safe mark) is fresh: neither it
+-- nor any of its tags was invalidated since it was filled. A fresh one is put back in any index of
+-- this generation it is missing from and marked as checked (filled "now": the plain MGET may serve
+-- it from now on); a stale one is removed. Returns "fresh", "stale" or "broken" (a record does not
+-- parse: the caller starts a new generation).
+local function revalidate(k, e, ms, ns)
+  local list = split(e.tags)
+  local recs = read_recs(list)
+  if not recs then return 'broken' end
+  for i = 1, #list do
+    if settle(recs[i], ms, ns.walked).stamp > e.q then
+      drop(k, e, ms, ns)
+      return 'stale'
+    end
+  end
+  local ekey = entry_key(k)
+  local need = HUGE
+  if e.kind == 'e' then need = ms + math.max(redis.call('PTTL', ekey), 0) end
+  for i, t in ipairs(list) do index_add(t, k, need, recs[i], ms, ns, false) end
+  redis.call('SETRANGE', ekey, 0, pad(ns.n))
+  return 'fresh'
+end
+
+-- ---------------------------------------------------------------------------------------------
+-- Sets aside (P:r:<seq>:<tag>): an index renamed away by the invalidation at <seq>, its sentinel
+-- included, listed in P:pending (scored by when its client last worked on it) until reclaimed.
+
+local function pending_rem(r)
+  local n = redis.pcall('ZREM', PENDING, r)
+  return n == 1
+end
+
+local function pending_add(score, r)
+  local ok = redis.pcall('ZADD', PENDING, score, r)
+  if type(ok) == 'table' and ok.err then
+    redis.call('UNLINK', PENDING)
+    redis.call('ZADD', PENDING, score, r)
+  end
+end
+
+local function set_name(r)
+  local seq, t = string.match(string.sub(r, #P + 4), '^(%d+):(.+)$')
+  if not seq or not starts(r, P .. ':r:') then return nil end
+  return tonumber(seq), t
+end
+
+-- The set aside r is gone: drained (`lost` false) or lost before it was drained (evicted, deleted
+-- by hand). Updates its tag's record; a lost set's entries are outside every index from now on.
+local function set_gone(t, lost, ms, ns)
+  local rec = read_one(t)
+  if not rec then return end
+  rec = settle(rec, ms, ns.walked)
+  if rec.asides > 0 then
+    rec.asides = rec.asides - 1
+    if lost then
+      rec.outside_until = later(rec.outside_until, rec.aside_until)
+      ns.n = ns.n + 1
+      ns.dirty = true
+      rec.since = ns.n
+      if rec.outside_until == HUGE then want_walk(ns.n) end
+    end
+    if rec.asides == 0 then rec.aside_until = nil end
+    write_rec(t, rec, ms, ns)
+  end
+end
+
+-- Reclaims up to `budget` members of the set aside r. When `own_ms` is given, the set is marked as
+-- worked on at that time, so that other calls leave it to this client. Returns (entries removed,
+-- members looked at, whether members remain).
+local function reclaim(r, budget, own_ms, ms, ns)
+  local stamp, t = set_name(r)
+  if not stamp then
+    pending_rem(r)
+    return 0, 0, false
+  end
+  local alive = redis.pcall('ZSCORE', r, sentinel(ns))
+  if type(alive) == 'table' or not alive then
+    -- Gone, foreign, or of an older generation.
+    local listed = pending_rem(r)
+    if redis.call('EXISTS', r) == 1 then
+      redis.call('UNLINK', r)
+    elseif listed then
+      set_gone(t, true, ms, ns)
+    end
+    return 0, 0, false
+  end
+  local popped = redis.call('ZPOPMAX', r, budget)
   local keys = {}
   for i = 1, #popped, 2 do keys[#keys + 1] = popped[i] end
-  local removed = sweep(keys, t, stamp, ms)
-  if redis.call('EXISTS', r) == 1 then
-    if own_ms then redis.call('ZADD', PENDING, own_ms, r) end
+  local removed = sweep(keys, t, stamp, ms, ns)
+  if redis.call('ZCARD', r) > 1 then
+    if own_ms then pending_add(own_ms, r) end
     return removed, #keys, true
   end
-  redis.call('ZREM', PENDING, r)
+  redis.call('UNLINK', r)
+  pending_rem(r)
+  set_gone(t, false, ms, ns)
   return removed, #keys, false
 end
 
 -- ---------------------------------------------------------------------------------------------
+-- Housekeeping in bounded steps: the walk and the pruning of records.
+
+-- One step of the walk: a SCAN of `count` buckets of the namespace's keys. The walk removes what
+-- an older generation left (entries, indexes, sets aside), unreadable entries and the keys of
+-- older versions of the store; checks every entry filled before the safe mark (revalidate); and
+-- lists again any set aside that P:pending lost. A walk started at seq w that completes makes
+-- every record's `since` < w obsolete: each entry that could be outside an index then was looked
+-- at. Returns true when no walk is left to do.
+local function walk(count, ms, us, ns)
+  local w = redis.call('HMGET', META, '#walk', '#walk_wanted')
+  local cursor, start = string.match(w[1] or '', '^(%d+) (%d+)$')
+  local wanted = tonumber(w[2]) or 0
+  if not cursor then
+    if wanted <= ns.walked then return true end
+    cursor, start = '0', int(ns.n)
+  end
+  local page = redis.call('SCAN', cursor, 'MATCH', P .. ':*', 'COUNT', count)
+  local e, t, r = P .. ':e:', P .. ':t:', P .. ':r:'
+  local ekeys, names = {}, {}
+  for _, key in ipairs(page[2]) do
+    if starts(key, e) then
+      ekeys[#ekeys + 1] = key
+      names[#names + 1] = string.sub(key, #e + 1)
+    elseif starts(key, t) then
+      current(key, ns)
+    elseif starts(key, r) then
+      local alive = redis.pcall('ZSCORE', key, sentinel(ns))
+      if type(alive) == 'table' or not alive then
+        redis.call('UNLINK', key)
+        pending_rem(key)
+      elseif not redis.pcall('ZSCORE', PENDING, key) then
+        pending_add(0, key)
+      end
+    elseif starts(key, P .. ':s:') or starts(key, P .. ':x:') then
+      -- Stamps and clear drains of versions before PROTOCOL.md.
+      redis.call('UNLINK', key)
+    end
+  end
+  local blobs = mget(ekeys)
+  for i = 1, #ekeys do
+    local blob = blobs[i]
+    if not blob then
+      -- Another type than a string (foreign), or gone since the scan.
+      if redis.call('TYPE', ekeys[i])['ok'] ~= 'none' then redis.call('UNLINK', ekeys[i]) end
+    else
+      local entry = parse(blob)
+      if entry == nil or entry.gen ~= ns.gen then
+        redis.call('UNLINK', ekeys[i])
+      elseif entry.q < ns.u then
+        if revalidate(names[i], entry, ms, ns) == 'broken' then
+          bump(ns, true, us, ns)
+          return false
+        end
+      end
+    end
+  end
+  if page[1] == '0' then
+    redis.call('HSET', META, '#walked', start)
+    redis.call('HDEL', META, '#walk')
+    ns.walked = tonumber(start)
+    return wanted <= ns.walked
+  end
+  redis.call('HSET', META, '#walk', page[1] .. ' ' .. start)
+  return false
+end
+
+-- One step of pruning records: an HSCAN of `count` fields of P:meta (a cursor kept in it), each
+-- record that protects nothing any more is removed. Returns true when the pass is complete.
+local function prune(count, ms, ns)
+  local cursor = redis.call('HGET', META, '#prune') or '0'
+  local page = redis.call('HSCAN', META, cursor, 'COUNT', count)
+  local fields = page[2]
+  for i = 1, #fields, 2 do
+    local t = fields[i]
+    if string.byte(t, 1) ~= 35 then -- '#': the hash's own fields
+      local rec = read_rec(fields[i + 1])
+      if rec then
+        rec = settle(rec, ms, ns.walked)
+        if not needed(rec, ms, ns) then redis.call('HDEL', META, t) end
+      end
+    end
+  end
+  redis.call('HSET', META, '#prune', page[1])
+  return page[1] == '0'
+end

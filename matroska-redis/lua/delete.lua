@@ -1,12 +1,22 @@
--- delete(KEYS[1] = P:e:<key>; ARGV: P, window, key)
--- Removes the entry and its index memberships. Returns 1 if it was live (not stale), else 0.
-local got = redis.call('MGET', NS, KEYS[1])
-local blob = got[2]
-if not blob then return 0 end
-local ns = read_ns(got[1])
-local q, _, tags = parse(blob)
-local live = true
-if ns == nil or q < ns.u then live = check(q, tags, ns) end
-drop(ARGV[3], tags, now())
+-- ---------------------------------------------------------------------------------------------
+-- delete(KEYS[1] = P:e:<key>; ARGV: P, window, nonce, key)
+-- Removes the entry (whatever is stored under its key) and its index memberships. Returns 1 if it
+-- was live (a get would have served it), else 0.
+local ms, us = now()
+local ns, _, blob = open({}, false, KEYS[1], us)
+local e = parse(blob)
+if not ns or not e or e.gen ~= ns.gen then
+  redis.call('UNLINK', KEYS[1])
+  return 0
+end
+local live = e.q >= ns.u
+if not live then
+  local recs = read_recs(split(e.tags))
+  live = recs ~= nil
+  for _, rec in ipairs(recs or {}) do
+    if settle(rec, ms, ns.walked).stamp > e.q then live = false end
+  end
+end
+drop(ARGV[4], e, ms, ns)
 if live then return 1 end
 return 0

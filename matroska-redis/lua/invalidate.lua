@@ -1,84 +1,93 @@
+-- ---------------------------------------------------------------------------------------------
 -- invalidate(KEYS[1] = P:seq; ARGV: P, window, nonce, budget, grace ms, defer (0/1), tag...)
--- 1. seq moves past every value seen (seq + 1, the server time in µs, the clear mark, each tag's
---    stamp), so it never goes backwards, even if P:seq was lost;
--- 2. each tag is stamped with it: from now on put refuses tokens issued before, and get.lua
---    refuses entries filled before;
--- 3. the dependents are removed: at once while the budget lasts (then the stamp is needed for
---    the fill window only); a larger index is set aside (RENAME, O(1)) for reclaim.lua to work
---    through in chunks, and the safe mark rises so that reads check those entries meanwhile. An
---    index that should exist but does not was lost: the safe mark rises too, and the stamp lasts
---    as long as its entries may;
--- 4. with budget left, a chunk of a set abandoned by an earlier call (its client stopped working
---    on it more than `grace` ms ago) is reclaimed on the side.
+-- 1. seq moves past every value seen (seq + 1, the server time in µs, each tag's stamp), so it
+--    never goes backwards;
+-- 2. each tag is stamped with it: from now on put refuses tokens issued before, and reads refuse
+--    entries filled before;
+-- 3. the dependents are removed: at once while the budget (a number of index members) lasts;
+--    an index with more members than the budget has left is set aside (RENAME, O(1)) for
+--    reclaim.lua to work through in chunks, and the safe mark rises so that reads check those
+--    entries meanwhile. An index that should exist but does not was lost: the safe mark rises
+--    too, and the record keeps the stamp as long as its entries may live;
+-- 4. with budget left: a chunk of a set abandoned by an earlier call (its client stopped working
+--    on it more than `grace` ms ago), a step of a pending walk, a step of pruning records.
 -- Returns {entries removed, sets aside still to reclaim...}.
-local budget, grace = tonumber(ARGV[4]), tonumber(ARGV[5])
+local budget, grace = tonumber(ARGV[4]) or 1, tonumber(ARGV[5]) or 30000
 local defer = ARGV[6] == '1'
 local tags = {}
 for i = 7, #ARGV do tags[#tags + 1] = ARGV[i] end
 local ms, us = now()
+local ns, recs = open(tags, true, nil, us)
 
-local keys = { NS }
-for i, t in ipairs(tags) do keys[i + 1] = stamp_key(t) end
-local got = mget(keys)
-local ns = read_ns(got[1]) or new_ns(us, ARGV[3])
-local seq = math.max(ns.n + 1, us, ns.c + 1)
-local metas = {}
+local seq = math.max(ns.n + 1, us)
 for i = 1, #tags do
-  metas[i] = settle(read_meta(got[i + 1]), ms)
-  seq = math.max(seq, metas[i].s + 1)
+  recs[i] = settle(recs[i], ms, ns.walked)
+  seq = math.max(seq, recs[i].stamp + 1)
 end
 ns.n = seq
+ns.dirty = true
 
 local removed, aside = 0, {}
 for i, t in ipairs(tags) do
-  local idx, m = index_key(t), metas[i]
-  local members = redis.call('ZRANGE', idx, 0, budget)
-  if #members == 0 then
-    if m.x and m.x > ms then
+  local idx, rec = index_key(t), recs[i]
+  if not current(idx, ns) then
+    if rec.index_until and rec.index_until > ms then
       -- Lost: its entries cannot be found, reads must check them against the stamp.
-      m.l = later(m.l, m.x)
-      ns.u = math.max(ns.u, seq)
+      rec.outside_until = later(rec.outside_until, rec.index_until)
+      rec.since = seq
+      ns.u = seq
+      if rec.outside_until == HUGE then want_walk(seq) end
     end
-  elseif #members <= budget or members[#members] == '' then
-    -- Every member fits in the budget (the sentinel, sorted last, came back too).
-    redis.call('DEL', idx)
-    removed = removed + sweep(members, t, seq, ms)
-    budget = math.max(budget - #members, 0)
   else
-    local r = P .. ':r:' .. int(seq) .. ':' .. t
-    redis.call('RENAME', idx, r)
-    -- A deferred set may be picked up by anyone at once; the others are this call's client's
-    -- for as long as it keeps working on them.
-    local score = ms
-    if defer then score = 0 end
-    redis.call('ZADD', PENDING, score, r)
-    aside[#aside + 1] = r
-    local x = m.x
-    if x == nil then
-      local pttl = redis.call('PTTL', r)
-      if pttl < 0 then x = HUGE else x = ms + pttl end
+    -- Members besides the sentinel. They fit when there are no more than the budget left: the
+    -- count decides, never the order of members with equal scores.
+    local members = redis.call('ZCARD', idx) - 1
+    if members <= budget then
+      local list = redis.call('ZRANGE', idx, 1, -1)
+      redis.call('UNLINK', idx)
+      removed = removed + sweep(list, t, seq, ms, ns)
+      budget = budget - members
+    else
+      local r = P .. ':r:' .. int(seq) .. ':' .. t
+      redis.call('RENAME', idx, r)
+      -- A deferred set may be picked up by anyone at once; the others are this call's client's
+      -- for as long as it keeps working on them.
+      local score = ms
+      if defer then score = 0 end
+      pending_add(score, r)
+      aside[#aside + 1] = r
+      local x = rec.index_until
+      if x == nil then
+        local pttl = redis.call('PTTL', r)
+        if pttl < 0 then x = HUGE else x = ms + pttl end
+      end
+      rec.aside_until = later(rec.aside_until, x)
+      rec.asides = rec.asides + 1
+      rec.since = seq
+      ns.u = seq
     end
-    m.l = later(m.l, x)
-    ns.u = math.max(ns.u, seq)
-    ns.p = '1'
   end
-  m.s = seq
-  m.x = nil
-  write_meta(stamp_key(t), m, later(m.l, ms + WINDOW), false)
+  rec.stamp = seq
+  rec.stamp_until = seq + WINDOW_US
+  rec.index_until = nil
+  write_rec(t, rec, ms, ns)
 end
 
-if budget > 0 and ns.p == '1' then
-  local old = redis.call('ZRANGEBYSCORE', PENDING, '-inf', ms - grace, 'LIMIT', 0, 1)[1]
+if budget > 0 then
+  local found = redis.pcall('ZRANGEBYSCORE', PENDING, '-inf', ms - grace, 'LIMIT', 0, 1)
+  local old = nil
+  if type(found) == 'table' and found.err == nil then old = found[1] end
   for _, r in ipairs(aside) do
     if r == old then old = nil end
   end
   if old then
-    reclaim(old, budget, nil, ms)
-  elseif redis.call('EXISTS', PENDING) == 0 then
-    ns.p = '0'
+    local _, looked = reclaim(old, budget, nil, ms, ns)
+    budget = budget - looked
   end
 end
-write_ns(ns)
+if budget > 0 then walk(math.min(budget, 100), ms, us, ns) end
+prune(16, ms, ns)
+if ns.dirty then write_state(ns) end
 
 local out = { removed }
 for _, r in ipairs(aside) do out[#out + 1] = r end

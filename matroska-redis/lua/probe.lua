@@ -1,14 +1,24 @@
--- probe(KEYS[1] = P:e:<key>; ARGV: P, window, key)
--- The remaining life of a live entry in ms, -1 if it does not expire, -2 if there is none. A stale
--- entry is removed, as get.lua does. Used by exists and ttl (the value is not sent back).
-local got = redis.call('MGET', NS, KEYS[1])
-local blob = got[2]
+-- ---------------------------------------------------------------------------------------------
+-- probe(KEYS[1] = P:e:<key>; ARGV: P, window, nonce, key)
+-- The remaining life of a live entry in ms, -1 if it does not expire, -2 if there is none. Live
+-- means what get decides: an unreadable entry, one of another generation and a stale one are
+-- removed and reported missing. Used by exists and ttl (the value is not sent back).
+local ms, us = now()
+local ns, _, blob = open({}, false, KEYS[1], us)
 if not blob then return -2 end
-local ns = read_ns(got[1])
-local q, _, tags = parse(blob)
-if ns == nil or q < ns.u then
-  if not check(q, tags, ns) then
-    drop(ARGV[3], tags, now())
+local e = parse(blob)
+if not ns or not e or e.gen ~= ns.gen then
+  redis.call('UNLINK', KEYS[1])
+  return -2
+end
+if e.q < ns.u then
+  local recs = read_recs(split(e.tags))
+  local live = recs ~= nil
+  for _, rec in ipairs(recs or {}) do
+    if settle(rec, ms, ns.walked).stamp > e.q then live = false end
+  end
+  if not live then
+    drop(ARGV[4], e, ms, ns)
     return -2
   end
 end

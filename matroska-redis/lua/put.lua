@@ -1,70 +1,64 @@
--- put(KEYS[1] = P:e:<key>; ARGV: P, window, key, nonce, value, ttl ms (0: none),
---     token seq ("": no token), token epoch, token time ms, tag...)
--- Returns 1 if stored, 0 if refused as stale (then nothing was written).
-local k, ttl = ARGV[3], tonumber(ARGV[6])
+-- ---------------------------------------------------------------------------------------------
+-- put(KEYS[1] = P:e:<key>; ARGV: P, window, nonce, key, value, ttl ms (0: none),
+--     token seq ("": no token), token generation, token time ms, tag...)
+-- Returns 1 if stored, 0 if refused as stale, 2 if refused because the token was issued later
+-- than the server's clock allows (the client then drops its reading of the server's clock).
+-- Nothing is written when the put is refused.
+local k, ttl = ARGV[4], tonumber(ARGV[6]) or 0
 local tags = {}
 for i = 10, #ARGV do tags[#tags + 1] = ARGV[i] end
 local ms, us = now()
-
--- One read for everything: the namespace, the entry being replaced, the tags' stamps.
-local keys = { NS, KEYS[1] }
-for i, t in ipairs(tags) do keys[i + 2] = stamp_key(t) end
-local got = mget(keys)
-local ns = read_ns(got[1])
-local metas = {}
-for i = 1, #tags do metas[i] = read_meta(got[i + 2]) end
+local ns, recs, blob = open(tags, true, KEYS[1], us)
+for i = 1, #tags do recs[i] = settle(recs[i], ms, ns.walked) end
 
 -- The seq the entry is filled at: the token's (checked), or the current one.
 local q
 if ARGV[7] ~= '' then
   q = tonumber(ARGV[7])
-  -- The namespace was lost or created again since the miss (restart, FLUSHALL, eviction).
-  if ns == nil or ns.e ~= ARGV[8] then return 0 end
-  -- The token is older than the fill window (on the server's clock).
-  if ms - tonumber(ARGV[9]) >= WINDOW then return 0 end
-  -- The namespace was cleared, or a tag invalidated, since the miss.
-  if ns.c > q then return 0 end
+  local issued = tonumber(ARGV[9])
+  -- Another generation (the namespace was cleared or lost since the miss), or unreadable.
+  if ARGV[8] ~= ns.gen or q == nil or issued == nil then return 0 end
+  -- A seq this namespace has not reached: a token from the future.
+  if q > ns.n then return 0 end
+  -- Older than the fill window, on the sequence clock (which never goes backwards) ...
+  if ns.n - q >= WINDOW_US then return 0 end
+  -- ... and on the server's wall clock.
+  if ms - issued >= WINDOW then return 0 end
+  -- Issued later than the server's clock allows: a clock that stepped back, a crafted token.
+  if issued > ms + FUTURE_MS then return 2 end
+  -- A tag invalidated since the miss.
   for i = 1, #tags do
-    if metas[i].s > q then return 0 end
+    if recs[i].stamp > q then return 0 end
   end
-else
-  if ns == nil then
-    ns = new_ns(us, ARGV[4])
-    write_ns(ns)
-  end
-  q = ns.n
 end
+tick(ns, us)
+if q == nil then q = ns.n end
 
 -- Put replaces: the key leaves the indexes of the tags it no longer carries.
-if got[2] then
-  local _, _, old = parse(got[2])
+local old = parse(blob)
+if old and old.gen == ns.gen then
   local keep = {}
   for _, t in ipairs(tags) do keep[t] = true end
-  for _, t in ipairs(split(old)) do
-    if not keep[t] then unindex(t, k, ms) end
+  for _, t in ipairs(split(old.tags)) do
+    if not keep[t] then unindex(t, k, ms, ns) end
   end
 end
 
-local stored = ''
-if #tags > 0 then stored = '\0' .. table.concat(tags, '\0') .. '\0' end
-local need = HUGE
+local need, kind = HUGE, 'p'
+if ttl > 0 then need, kind = ms + ttl, 'e' end
+local entry = encode(q, ns.gen, kind, tags, ARGV[5])
 if ttl > 0 then
-  need = ms + ttl
-  redis.call('SET', KEYS[1], pad(q) .. 'e' .. #stored .. ':' .. stored .. ARGV[5], 'PX', ttl)
+  redis.call('SET', KEYS[1], entry, 'PX', ttl)
 else
-  redis.call('SET', KEYS[1], pad(q) .. 'p' .. #stored .. ':' .. stored .. ARGV[5])
+  redis.call('SET', KEYS[1], entry)
 end
 
--- Index it (a put that adds a member to an index also prunes a few expired ones).
-local lost = false
+-- Index it (a put that adds a member to an index also prunes a few expired ones), and prune a few
+-- records when this put wrote one.
+local wrote = false
 for i, t in ipairs(tags) do
-  if index_add(t, k, need, metas[i], ms, true) then lost = true end
+  if index_add(t, k, need, recs[i], ms, ns, true) then wrote = true end
 end
-if lost then
-  -- An index was lost: entries filled until now may be missing from it, so they are checked
-  -- before they are served (the safe mark rises past them).
-  ns.n = ns.n + 1
-  ns.u = ns.n
-  write_ns(ns)
-end
+if wrote then prune(8, ms, ns) end
+if ns.dirty then write_state(ns) end
 return 1

@@ -1,7 +1,7 @@
 //! The key layout of a namespace: the one place the client builds Redis key names.
 //!
-//! The scripts build the names they derive on the server (the stamps and indexes of an entry's
-//! tags) in `lua/common.lua`, with the same layout; a test checks that the two agree.
+//! The scripts build the names they derive on the server (the indexes of an entry's tags, the
+//! sets aside) in `lua/common.lua`, with the same layout; a test checks that the two agree.
 
 use std::fmt;
 use std::sync::Arc;
@@ -19,15 +19,15 @@ const MAX_PREFIX_LEN: usize = 128;
 ///
 /// | key | type | content |
 /// | --- | --- | --- |
-/// | `{prefix}:seq` | string | the namespace's state: sequence number, safe mark, clear mark, epoch |
-/// | `{prefix}:e:<key>` | string | an entry: the sequence number it was filled at, its tags, its value |
+/// | `{prefix}:seq` | string | the namespace's state: sequence number, safe mark, generation |
+/// | `{prefix}:meta` | hash | the generation again, and one record per tag: its stamp (the sequence number of its last invalidation) and how long its index and entries may live |
+/// | `{prefix}:e:<key>` | string | an entry: the sequence number it was filled at, its generation, its tags, its value |
 /// | `{prefix}:t:<tag>` | sorted set | the reverse index of a tag: keys scored by expiry (ms) |
-/// | `{prefix}:s:<tag>` | string | the tag's stamp (sequence number of its last invalidation) and how long its index and entries may live |
 /// | `{prefix}:r:<seq>:<tag>` | sorted set | an index set aside by a large invalidation, reclaimed in chunks |
-/// | `{prefix}:x:<seq>:<tag>` | sorted set | an index taken by a clear, drained in chunks |
 /// | `{prefix}:pending` | sorted set | the sets aside still to reclaim |
 ///
-/// `lua/common.lua` documents the formats.
+/// The crate's [`protocol`](crate::protocol) documentation describes the formats and who writes
+/// what.
 ///
 /// # Examples
 ///
@@ -150,21 +150,20 @@ impl KeyLayout {
         self.join("t", tag.as_str())
     }
 
-    /// The key of the stamp of `tag`.
+    /// The key of the namespace's metadata: a hash holding the generation and a record per tag
+    /// (its invalidation stamp, and how long its index and entries may live).
     ///
     /// # Examples
     ///
     /// ```
-    /// let layout = matroska_redis::KeyLayout::new("app")?;
-    /// let tag = matroska_core::Dep::tag("home").to_tag()?;
-    /// assert_eq!(layout.stamp(&tag), "{app}:s:g:home");
+    /// assert_eq!(matroska_redis::KeyLayout::new("app")?.meta(), "{app}:meta");
     /// # Ok::<(), matroska_core::Error>(())
     /// ```
-    pub fn stamp(&self, tag: &Tag) -> String {
-        self.join("s", tag.as_str())
+    pub fn meta(&self) -> String {
+        format!("{}:meta", self.base)
     }
 
-    /// The key of the namespace's state (sequence number, safe and clear marks, epoch).
+    /// The key of the namespace's state (sequence number, safe mark, generation).
     ///
     /// # Examples
     ///

@@ -1,8 +1,12 @@
 #![doc = include_str!("../README.md")]
 
+mod clock;
 mod config;
 mod error;
+mod format;
 mod keys;
+mod policy;
+mod replies;
 mod scripts;
 mod store;
 
@@ -11,3 +15,6 @@ pub use redis;
 pub use crate::config::{IntoClient, RedisConfig, RedisStoreBuilder};
 pub use crate::keys::KeyLayout;
 pub use crate::store::RedisStore;
+
+#[doc = include_str!("../PROTOCOL.md")]
+pub mod protocol {}

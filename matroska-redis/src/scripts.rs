@@ -30,13 +30,15 @@ pub(crate) static DELETE: LazyLock<Script> = script!("delete.lua");
 pub(crate) static INVALIDATE: LazyLock<Script> = script!("invalidate.lua");
 /// Work through sets aside in bounded chunks.
 pub(crate) static RECLAIM: LazyLock<Script> = script!("reclaim.lua");
-/// Record the clear mark.
+/// Start a new generation of the namespace.
 pub(crate) static CLEAR: LazyLock<Script> = script!("clear.lua");
-/// One bounded step of deleting a cleared namespace.
-pub(crate) static SWEEP: LazyLock<Script> = script!("sweep.lua");
+/// One bounded step of the namespace walk.
+pub(crate) static WALK: LazyLock<Script> = script!("walk.lua");
+/// One bounded step of pruning tag records.
+pub(crate) static PRUNE: LazyLock<Script> = script!("prune.lua");
 
 /// Every script, for loading them ahead of time.
-pub(crate) fn all() -> [&'static Script; 8] {
+pub(crate) fn all() -> [&'static Script; 9] {
     [
         &GET,
         &PROBE,
@@ -45,6 +47,7 @@ pub(crate) fn all() -> [&'static Script; 8] {
         &INVALIDATE,
         &RECLAIM,
         &CLEAR,
-        &SWEEP,
+        &WALK,
+        &PRUNE,
     ]
 }

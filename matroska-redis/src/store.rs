@@ -1,49 +1,50 @@
 //! [`RedisStore`]: the [`Store`] implementation.
 
 use std::fmt;
-use std::hash::{BuildHasher as _, Hasher as _};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use matroska_core::store::{FillToken, KeyTtl, Lookup, PutOutcome, Store, check_ttl};
+use matroska_core::store::{FillToken, KeyTtl, Lookup, PutOutcome, Store, check_tags, check_ttl};
 use matroska_core::{Error, Key, Result, Tag};
 use redis::aio::ConnectionManager;
 use redis::{FromRedisValue, ScriptInvocation, Value};
 
+use crate::clock::ServerClock;
 use crate::config::{IntoClient, RedisConfig, RedisStoreBuilder};
 use crate::error::{backend, unexpected};
+use crate::format::{Entry, State};
 use crate::keys::KeyLayout;
+use crate::replies::{distinct, int, nonce, removed_and_sets, token, ttl_ms};
 use crate::scripts;
 
 /// The largest value the store accepts: Redis's limit on one string (`proto-max-bulk-len`).
 const MAX_VALUE_LEN: usize = 512 * 1024 * 1024;
-/// Longer TTLs are shortened to this (about 1,100 years), so that expiry times stay exact.
-const MAX_TTL_MS: u64 = 1 << 45;
 /// How many tags one invalidation script stamps at most; more are stamped by further scripts.
 const TAGS_PER_SCRIPT: usize = 64;
-/// How many keys one step of a clear scans.
-const SWEEP_COUNT: usize = 1000;
+/// How many buckets one step of a walk (after a clear, or in housekeeping) scans.
+const WALK_COUNT: usize = 1000;
+/// How many records one step of housekeeping's pruning looks at.
+const PRUNE_COUNT: usize = 1000;
 /// A set aside by an invalidation whose client has not worked on it for this long is considered
 /// abandoned: later invalidations reclaim it on the side.
 const GRACE_MS: u64 = 30_000;
-/// How long a reading of the server's clock is used for fill tokens; after that, the next miss
-/// reads the clock again (through the `get` script).
-const CLOCK_READING_TTL: Duration = Duration::from_secs(30);
 
-/// A [`Store`] on Redis: every operation is one atomic Lua script, one round trip.
+/// A [`Store`] on Redis: every operation is one atomic Lua script, one round trip; a hit is one
+/// plain `MGET`.
 ///
 /// The store implements the consistency protocol of [`matroska_core::store`] with per-tag
-/// stamps, a sequence number per namespace and reverse indexes (see [`KeyLayout`] for the keys).
-/// An invalidation stamps its tags and removes their dependents in the same script, so it is
-/// complete the moment it returns; fills carry a token and are refused if a dependency was
+/// stamps, a sequence number per namespace, reverse indexes and namespace generations; the
+/// crate's [`protocol`](crate::protocol) documentation describes every key and why each shortcut
+/// is safe. An invalidation stamps its tags and removes their dependents in the same script, so
+/// it is complete the moment it returns; fills carry a token and are refused if a dependency was
 /// invalidated since the miss. A read is one plain `MGET` of the entry and the namespace's state:
-/// an entry filled after the namespace's *safe mark* is served at once, an older one (after an
-/// index was lost, or an invalidation too large to finish in one script) is checked against its
-/// stamps by a script first. An invalidation removes at most [`RedisConfig::reclaim_chunk`]
-/// dependents per script: a tag with a million dependents takes several round trips, none of
-/// which holds the server for more than a few milliseconds.
+/// an entry of the current generation filled after the namespace's *safe mark* is served at
+/// once, an older one (after an index was lost, or an invalidation too large to finish in one
+/// script) is checked against its stamps by a script first. An invalidation removes at most
+/// [`RedisConfig::reclaim_chunk`] dependents per script: a tag with a million dependents takes
+/// several round trips, none of which holds the server for long.
 ///
 /// Connections go through a [`ConnectionManager`] (one multiplexed connection, reconnected
 /// automatically); each round trip is bounded by the connect and response timeouts, so while
@@ -78,85 +79,18 @@ struct Inner {
     config: RedisConfig,
     /// The server's URL without its password, for `Debug` and logs.
     address: String,
-    /// This handle's random id: part of the epoch of a namespace it creates.
+    /// This handle's random id: part of the generation id of a namespace generation it starts.
     nonce: String,
     /// The fill window in ms, as the scripts take it.
     window_ms: String,
+    /// How far (µs) the namespace's sequence number may lag the server's clock for a plain
+    /// read's miss to use it in a fill token: a tenth of the fill window, as `TICK_US` in
+    /// `lua/common.lua`.
+    tick_us: u64,
     /// The key of the namespace's state.
     seq_key: String,
     /// The server's clock, as last read: for the fill tokens of misses served by the plain read.
     clock: ServerClock,
-}
-
-/// A reading of the server's clock: the client's instant when a reply arrived, and the server's
-/// time (ms) read while handling it. The server's time at a later instant is then at least the
-/// reading plus the time elapsed: an estimate from below, so that a token never looks younger
-/// than it is (a token looking older only makes a fill refused).
-#[derive(Debug, Default)]
-struct ServerClock {
-    reading: Mutex<Option<(Instant, u64)>>,
-}
-
-impl ServerClock {
-    fn observe(&self, server_ms: u64, received: Instant) {
-        if let Ok(mut reading) = self.reading.lock() {
-            *reading = Some((received, server_ms));
-        }
-    }
-
-    /// The server's time now, from below; `None` without a recent reading.
-    fn estimate(&self) -> Option<u64> {
-        let (at, server_ms) = (*self.reading.lock().ok()?)?;
-        let age = at.elapsed();
-        if age > CLOCK_READING_TTL {
-            return None;
-        }
-        let age_ms = u64::try_from(age.as_millis()).unwrap_or(u64::MAX);
-        // Clocks drift apart: take off a millisecond per second (far more than they do).
-        let margin = 1 + age_ms / 1000;
-        Some((server_ms + age_ms).saturating_sub(margin))
-    }
-}
-
-/// The namespace's state, `"n u c p epoch"` (see `lua/common.lua`).
-struct Namespace<'a>(&'a str);
-
-impl<'a> Namespace<'a> {
-    fn parse(text: &'a [u8]) -> Option<Self> {
-        std::str::from_utf8(text).ok().map(Self)
-    }
-
-    /// The safe mark: an entry filled at or after it may be served as it is.
-    fn safe(&self) -> Option<u64> {
-        self.0.split(' ').nth(1)?.parse().ok()
-    }
-
-    /// The sequence number and epoch, for a fill token.
-    fn seq_and_epoch(&self) -> Option<(u64, &'a str)> {
-        let mut parts = self.0.split(' ');
-        let seq = parts.next()?.parse().ok()?;
-        let epoch = parts.nth(3)?;
-        (!epoch.is_empty() && parts.next().is_none()).then_some((seq, epoch))
-    }
-}
-
-/// An entry as stored (see `lua/common.lua`): the seq it was filled at, and where its value starts.
-fn parse_entry(blob: &[u8]) -> Option<(u64, usize)> {
-    let digits = blob.get(..20)?;
-    if !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    let seq = std::str::from_utf8(digits).ok()?.parse().ok()?;
-    if !matches!(blob.get(20)?, b'p' | b'e') {
-        return None;
-    }
-    let colon = 21 + blob.get(21..)?.iter().position(|&b| b == b':')?;
-    let tags_len: usize = std::str::from_utf8(blob.get(21..colon)?)
-        .ok()?
-        .parse()
-        .ok()?;
-    let start = colon.checked_add(1)?.checked_add(tags_len)?;
-    (start <= blob.len()).then_some((seq, start))
 }
 
 impl RedisStore {
@@ -199,9 +133,7 @@ impl RedisStore {
         config: RedisConfig,
         address: String,
     ) -> Self {
-        let window_ms = u64::try_from(config.fill_window.as_millis())
-            .unwrap_or(u64::MAX)
-            .to_string();
+        let window = u64::try_from(config.fill_window.as_millis()).unwrap_or(u64::MAX);
         Self {
             inner: Arc::new(Inner {
                 conn,
@@ -210,7 +142,8 @@ impl RedisStore {
                 config,
                 address,
                 nonce: nonce(),
-                window_ms,
+                window_ms: window.to_string(),
+                tick_us: window.saturating_mul(100),
                 clock: ServerClock::default(),
             }),
         }
@@ -289,13 +222,17 @@ impl RedisStore {
         self.invalidate_tags(tags, true).await
     }
 
-    /// Reclaims every dependent still waiting after [`RedisStore::invalidate_deferred`] (or an
-    /// invalidation whose caller went away), in bounded chunks. Returns how many entries were
-    /// removed.
+    /// The namespace's housekeeping, run to completion in bounded steps: reclaims every
+    /// dependent still waiting after [`RedisStore::invalidate_deferred`] (or an invalidation
+    /// whose caller went away), finishes a pending walk of the namespace (which removes what a
+    /// clear or a lost namespace left behind and re-checks entries after a lost index), and
+    /// prunes the tag records that protect nothing any more. Invalidations do the same work a
+    /// little at a time on the side; call this periodically (every minute, say) to bound memory
+    /// however few invalidations there are. Returns how many invalidated entries were removed.
     ///
     /// # Errors
     ///
-    /// The store's error.
+    /// The store's error; work done before it stays done.
     ///
     /// # Examples
     ///
@@ -313,7 +250,7 @@ impl RedisStore {
             cmd.arg(self.inner.layout.pending()).arg(0).arg(15);
             let sets: Vec<String> = self.command("reclaim", &cmd).await?;
             if sets.is_empty() {
-                return Ok(total);
+                break;
             }
             let mut left = sets;
             while !left.is_empty() {
@@ -322,13 +259,17 @@ impl RedisStore {
                 left = rest;
             }
         }
+        self.run_to_end("walk", &scripts::WALK, WALK_COUNT).await?;
+        self.run_to_end("prune", &scripts::PRUNE, PRUNE_COUNT)
+            .await?;
+        Ok(total)
     }
 
     /// Deletes every key of the store's namespace (`SCAN MATCH {prefix}:*` and `UNLINK`, a
-    /// thousand keys a step): entries, indexes, stamps and the namespace's counters, which
+    /// thousand keys a step): entries, indexes, metadata and the namespace's state, which
     /// [`Store::clear`] keeps. For tests, demos and decommissioning a namespace; fill tokens
-    /// issued before are rejected afterwards (the namespace's epoch goes with it). Returns how
-    /// many keys were deleted.
+    /// issued before are refused afterwards (the namespace's generation goes with it). Returns
+    /// how many keys were deleted.
     ///
     /// # Errors
     ///
@@ -389,8 +330,19 @@ impl RedisStore {
         self.inner
             .clock
             .observe(secs * 1000 + micros / 1000, Instant::now());
-        warn_if_metadata_can_be_evicted(&mut conn).await;
+        crate::policy::report_eviction_policy(&mut conn).await;
         Ok(())
+    }
+
+    /// A script invocation with the arguments every script takes: the namespace, the fill
+    /// window and this handle's nonce.
+    fn invocation<'a>(&'a self, script: &'a redis::Script) -> ScriptInvocation<'a> {
+        let inner = &self.inner;
+        let mut inv = script.prepare_invoke();
+        inv.arg(inner.layout.base())
+            .arg(&*inner.window_ms)
+            .arg(&*inner.nonce);
+        inv
     }
 
     /// Runs a script. The connection's timeouts bound it: the connection attempts (if the
@@ -419,13 +371,30 @@ impl RedisStore {
             .map_err(|err| backend(operation, err))
     }
 
+    /// Runs a housekeeping script (walk, prune) step by step until it reports it is done.
+    async fn run_to_end(
+        &self,
+        operation: &'static str,
+        script: &redis::Script,
+        count: usize,
+    ) -> Result<u32> {
+        let mut steps = 0_u32;
+        loop {
+            let mut inv = self.invocation(script);
+            inv.key(&self.inner.seq_key).arg(count);
+            steps += 1;
+            match self.eval(operation, &inv).await? {
+                Value::Int(1) => return Ok(steps),
+                Value::Int(0) => {}
+                other => return Err(unexpected(operation, &other)),
+            }
+        }
+    }
+
     /// Runs the probe script: the remaining life of a live entry in ms, -1 persistent, -2 none.
     async fn probe(&self, operation: &'static str, key: &Key) -> Result<i64> {
-        let mut inv = scripts::PROBE.prepare_invoke();
-        inv.key(self.inner.layout.entry(key))
-            .arg(self.inner.layout.base())
-            .arg(&*self.inner.window_ms)
-            .arg(key.as_str());
+        let mut inv = self.invocation(&scripts::PROBE);
+        inv.key(self.inner.layout.entry(key)).arg(key.as_str());
         match self.eval(operation, &inv).await? {
             Value::Int(ms) => Ok(ms),
             other => Err(unexpected(operation, &other)),
@@ -438,11 +407,8 @@ impl RedisStore {
         let mut removed = 0;
         let mut rounds = 0_u32;
         for batch in tags.chunks(TAGS_PER_SCRIPT) {
-            let mut inv = scripts::INVALIDATE.prepare_invoke();
+            let mut inv = self.invocation(&scripts::INVALIDATE);
             inv.key(&inner.seq_key)
-                .arg(inner.layout.base())
-                .arg(&*inner.window_ms)
-                .arg(&*inner.nonce)
                 .arg(inner.config.reclaim_chunk)
                 .arg(GRACE_MS)
                 .arg(if defer { "1" } else { "0" });
@@ -475,113 +441,54 @@ impl RedisStore {
 
     /// One bounded step over sets aside; returns the entries removed and the sets not done.
     async fn reclaim_sets(&self, sets: &[String], own: bool) -> Result<(u64, Vec<String>)> {
-        let inner = &self.inner;
-        let mut inv = scripts::RECLAIM.prepare_invoke();
+        let mut inv = self.invocation(&scripts::RECLAIM);
         for set in sets {
             inv.key(set);
         }
-        inv.arg(inner.layout.base())
-            .arg(&*inner.window_ms)
-            .arg(inner.config.reclaim_chunk)
+        inv.arg(self.inner.config.reclaim_chunk)
             .arg(if own { "1" } else { "0" });
         removed_and_sets("reclaim", self.eval("reclaim", &inv).await?)
     }
-}
 
-impl RedisStore {
     /// The read the plain `MGET` could not decide alone: the `get` script checks an entry filled
-    /// before the safe mark against its stamps, creates the namespace, and reads the server's
-    /// clock for the fill token of a miss.
+    /// before the safe mark against its stamps, starts the namespace (or a new generation of
+    /// it), and reads the server's clock for the fill token of a miss.
     async fn get_checked(&self, key: &Key, entry_key: String) -> Result<Lookup> {
-        let inner = &self.inner;
-        let mut inv = scripts::GET.prepare_invoke();
-        inv.key(entry_key)
-            .arg(inner.layout.base())
-            .arg(&*inner.window_ms)
-            .arg(key.as_str())
-            .arg(&*inner.nonce);
+        let mut inv = self.invocation(&scripts::GET);
+        inv.key(entry_key).arg(key.as_str());
         match self.eval("get", &inv).await? {
-            Value::BulkString(blob) => match parse_entry(&blob) {
-                Some((_, start)) => Ok(Lookup::Hit(Bytes::from(blob).slice(start..))),
+            Value::BulkString(blob) => match Entry::parse(&blob) {
+                Some(entry) => {
+                    let at = entry.value_at;
+                    Ok(Lookup::Hit(Bytes::from(blob).slice(at..)))
+                }
                 None => Err(unexpected("get", &Value::BulkString(blob))),
             },
             Value::Array(items) => {
                 let received = Instant::now();
                 let token = token(items)?;
-                inner.clock.observe(token.issued_at_ms(), received);
+                self.inner.clock.observe(token.issued_at_ms(), received);
                 Ok(Lookup::Miss(token))
             }
             other => Err(unexpected("get", &other)),
         }
     }
-}
 
-/// The tags without repeats.
-fn distinct(tags: &[Tag]) -> Vec<&str> {
-    let mut out: Vec<&str> = tags.iter().map(Tag::as_str).collect();
-    out.sort_unstable();
-    out.dedup();
-    out
-}
-
-/// A random id for this handle (seeded by the standard library's per-process random keys).
-fn nonce() -> String {
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    hasher.write_u128(now);
-    hasher.write_u32(std::process::id());
-    format!("{:016x}", hasher.finish())
-}
-
-fn int(operation: &'static str, value: &Value) -> Result<u64> {
-    match value {
-        Value::Int(n) => u64::try_from(*n).map_err(|_| unexpected(operation, value)),
-        other => Err(unexpected(operation, other)),
+    /// Whether the plain read may serve this entry: of the current generation, filled at or
+    /// after the safe mark (then it is in the index of each of its tags, and not stale).
+    fn plain_hit(state: &State<'_>, entry: &Entry<'_>) -> bool {
+        entry.gen_id == state.gen_id.as_bytes() && entry.seq >= state.safe
     }
-}
 
-fn text(operation: &'static str, value: Value) -> Result<String> {
-    match value {
-        Value::BulkString(bytes) => String::from_utf8(bytes)
-            .map_err(|e| unexpected(operation, &Value::BulkString(e.into_bytes()))),
-        Value::SimpleString(s) => Ok(s),
-        other => Err(unexpected(operation, &other)),
+    /// The fill token of a miss that the plain read may hand out: with a recent reading of the
+    /// server's clock, and a sequence number that does not lag it by more than a tick (the
+    /// scripts age tokens on the sequence number).
+    fn plain_token(&self, state: &State<'_>) -> Option<FillToken> {
+        let now_ms = self.inner.clock.estimate()?;
+        let lag = now_ms.saturating_mul(1000).saturating_sub(state.seq);
+        (lag <= self.inner.tick_us)
+            .then(|| FillToken::new(state.seq, now_ms).with_snapshot(state.gen_id))
     }
-}
-
-/// Parses `{removed, set...}`.
-fn removed_and_sets(operation: &'static str, reply: Value) -> Result<(u64, Vec<String>)> {
-    let Value::Array(items) = reply else {
-        return Err(unexpected(operation, &reply));
-    };
-    let mut items = items.into_iter();
-    let removed = match items.next() {
-        Some(first) => int(operation, &first)?,
-        None => return Err(unexpected(operation, &Value::Array(Vec::new()))),
-    };
-    let sets = items.map(|v| text(operation, v)).collect::<Result<_>>()?;
-    Ok((removed, sets))
-}
-
-/// Parses the fill token `{seq, epoch, ms}` of a miss.
-fn token(items: Vec<Value>) -> Result<FillToken> {
-    if let [seq, Value::BulkString(epoch), ms] = items.as_slice()
-        && let Ok(epoch) = std::str::from_utf8(epoch)
-    {
-        return Ok(FillToken::new(int("get", seq)?, int("get", ms)?).with_snapshot(epoch));
-    }
-    Err(unexpected("get", &Value::Array(items)))
-}
-
-fn ttl_ms(ttl: Option<Duration>) -> u64 {
-    ttl.map_or(0, |ttl| {
-        // check_ttl guarantees at least 1 ms; round up so an entry never expires early.
-        u64::try_from(ttl.as_micros().div_ceil(1000))
-            .unwrap_or(u64::MAX)
-            .min(MAX_TTL_MS)
-    })
 }
 
 #[async_trait]
@@ -598,22 +505,19 @@ impl Store for RedisStore {
         if let Value::Array(mut items) = self.command::<Value>("get", &cmd).await?
             && let (Some(Value::BulkString(state)), Some(entry), None) =
                 (items.pop(), items.pop(), items.pop())
-            && let Some(ns) = Namespace::parse(&state)
+            && let Some(state) = State::parse(&state)
         {
             match entry {
-                // Filled after the safe mark: indexed under its tags and not stale.
                 Value::BulkString(blob) => {
-                    if let Some((seq, start)) = parse_entry(&blob)
-                        && ns.safe().is_some_and(|safe| seq >= safe)
+                    if let Some(parsed) = Entry::parse(&blob)
+                        && Self::plain_hit(&state, &parsed)
                     {
-                        return Ok(Lookup::Hit(Bytes::from(blob).slice(start..)));
+                        let at = parsed.value_at;
+                        return Ok(Lookup::Hit(Bytes::from(blob).slice(at..)));
                     }
                 }
                 Value::Nil => {
-                    if let Some(now_ms) = inner.clock.estimate()
-                        && let Some((seq, epoch)) = ns.seq_and_epoch()
-                    {
-                        let token = FillToken::new(seq, now_ms).with_snapshot(epoch);
+                    if let Some(token) = self.plain_token(&state) {
                         return Ok(Lookup::Miss(token));
                     }
                 }
@@ -632,19 +536,16 @@ impl Store for RedisStore {
         token: Option<&FillToken>,
     ) -> Result<PutOutcome> {
         check_ttl(ttl)?;
+        check_tags(tags)?;
         if value.len() > MAX_VALUE_LEN {
             return Err(Error::ValueTooLarge {
                 size: value.len(),
                 limit: MAX_VALUE_LEN,
             });
         }
-        let inner = &self.inner;
-        let mut inv = scripts::PUT.prepare_invoke();
-        inv.key(inner.layout.entry(key))
-            .arg(inner.layout.base())
-            .arg(&*inner.window_ms)
+        let mut inv = self.invocation(&scripts::PUT);
+        inv.key(self.inner.layout.entry(key))
             .arg(key.as_str())
-            .arg(&*inner.nonce)
             .arg(&value[..])
             .arg(ttl_ms(ttl));
         match token {
@@ -660,17 +561,22 @@ impl Store for RedisStore {
         match self.eval("put", &inv).await? {
             Value::Int(1) => Ok(PutOutcome::Stored),
             Value::Int(0) => Ok(PutOutcome::Stale),
+            Value::Int(2) => {
+                // Issued later than the server's clock allows: the clock stepped back (or this
+                // is another server). Read it again before handing out more tokens.
+                tracing::debug!(
+                    "redis store: a fill token from the future was refused; reading the server's clock again"
+                );
+                self.inner.clock.forget();
+                Ok(PutOutcome::Stale)
+            }
             other => Err(unexpected("put", &other)),
         }
     }
 
     async fn delete(&self, key: &Key) -> Result<bool> {
-        let inner = &self.inner;
-        let mut inv = scripts::DELETE.prepare_invoke();
-        inv.key(inner.layout.entry(key))
-            .arg(inner.layout.base())
-            .arg(&*inner.window_ms)
-            .arg(key.as_str());
+        let mut inv = self.invocation(&scripts::DELETE);
+        inv.key(self.inner.layout.entry(key)).arg(key.as_str());
         match self.eval("delete", &inv).await? {
             Value::Int(n) => Ok(n == 1),
             other => Err(unexpected("delete", &other)),
@@ -690,64 +596,10 @@ impl Store for RedisStore {
     }
 
     async fn clear(&self) -> Result<()> {
-        let inner = &self.inner;
-        let mut inv = scripts::CLEAR.prepare_invoke();
-        inv.key(&inner.seq_key)
-            .arg(inner.layout.base())
-            .arg(&*inner.window_ms)
-            .arg(&*inner.nonce);
-        let mark = int("clear", &self.eval("clear", &inv).await?)?;
-        let mut cursor = "0".to_owned();
-        let mut steps = 0_u32;
-        loop {
-            let mut inv = scripts::SWEEP.prepare_invoke();
-            inv.key(&inner.seq_key)
-                .arg(inner.layout.base())
-                .arg(&*inner.window_ms)
-                .arg(&cursor)
-                .arg(SWEEP_COUNT)
-                .arg(mark)
-                .arg(inner.config.reclaim_chunk)
-                .arg("");
-            let Value::Array(items) = self.eval("clear", &inv).await? else {
-                return Err(Error::Backend {
-                    store: crate::error::STORE,
-                    message: "clear: unexpected reply from Redis".to_owned(),
-                    transient: false,
-                    source: None,
-                });
-            };
-            let mut items = items.into_iter().map(|v| text("clear", v));
-            cursor = items.next().unwrap_or_else(|| Ok("0".to_owned()))?;
-            steps += 1;
-            for drain in items {
-                let drain = drain?;
-                loop {
-                    let mut inv = scripts::SWEEP.prepare_invoke();
-                    inv.key(&inner.seq_key)
-                        .arg(inner.layout.base())
-                        .arg(&*inner.window_ms)
-                        .arg(&cursor)
-                        .arg(SWEEP_COUNT)
-                        .arg(mark)
-                        .arg(inner.config.reclaim_chunk)
-                        .arg(&drain);
-                    steps += 1;
-                    let more = match self.eval("clear", &inv).await? {
-                        Value::Array(items) => {
-                            matches!(items.first(), Some(Value::BulkString(b)) if b == b"1")
-                        }
-                        other => return Err(unexpected("clear", &other)),
-                    };
-                    if !more {
-                        break;
-                    }
-                }
-            }
-            if cursor == "0" {
-                break;
-            }
-        }
+        let mut inv = self.invocation(&scripts::CLEAR);
+        inv.key(&self.inner.seq_key);
+        int("clear", &self.eval("clear", &inv).await?)?;
+        let steps = self.run_to_end("clear", &scripts::WALK, WALK_COUNT).await?;
         tracing::debug!(steps, "redis store: cleared the namespace");
         Ok(())
     }
@@ -768,150 +620,5 @@ impl fmt::Debug for RedisStore {
             .field("prefix", &self.inner.layout.prefix())
             .field("fill_window", &self.inner.config.fill_window)
             .finish_non_exhaustive()
-    }
-}
-
-/// Logs a warning when the server may evict keys other than entries (`maxmemory` set with a
-/// policy other than `noeviction`): losing both a tag's index and its stamp before the tag is
-/// invalidated could then serve an entry carrying it until the entry expires. Servers that refuse
-/// `CONFIG GET` (managed services) are not checked.
-async fn warn_if_metadata_can_be_evicted(conn: &mut redis::aio::ConnectionManager) {
-    let reply: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG")
-        .arg("GET")
-        .arg("maxmemory*")
-        .query_async(conn)
-        .await;
-    let Ok(pairs) = reply else {
-        return;
-    };
-    let value = |name: &str| {
-        pairs
-            .chunks(2)
-            .find(|pair| pair.first().is_some_and(|n| n == name))
-            .and_then(|pair| pair.get(1).cloned())
-    };
-    let maxmemory = value("maxmemory").unwrap_or_default();
-    let policy = value("maxmemory-policy").unwrap_or_default();
-    if maxmemory != "0" && !maxmemory.is_empty() && policy != "noeviction" {
-        tracing::warn!(
-            %policy,
-            %maxmemory,
-            "Redis may evict matroska's indexes and stamps; an evicted index alone only causes \
-             misses, but losing a tag's index and its stamp before the tag is invalidated can \
-             serve an entry until it expires: prefer maxmemory-policy noeviction (see the \
-             matroska-redis README)"
-        );
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ttls_are_rounded_up_to_milliseconds_and_bounded() {
-        assert_eq!(ttl_ms(None), 0);
-        assert_eq!(ttl_ms(Some(Duration::from_millis(1))), 1);
-        assert_eq!(ttl_ms(Some(Duration::from_micros(1500))), 2);
-        assert_eq!(ttl_ms(Some(Duration::from_secs(600))), 600_000);
-        assert_eq!(ttl_ms(Some(Duration::MAX)), MAX_TTL_MS);
-    }
-
-    #[test]
-    fn tags_are_deduplicated() {
-        let a = Tag::parse("g:a").unwrap();
-        let b = Tag::parse("g:b").unwrap();
-        assert_eq!(distinct(&[a.clone(), b, a]), ["g:a", "g:b"]);
-    }
-
-    #[test]
-    fn replies_are_parsed_without_panicking() {
-        let good = vec![
-            Value::Int(42),
-            Value::BulkString(b"1-abc".to_vec()),
-            Value::Int(7),
-        ];
-        let token = token(good).unwrap();
-        assert_eq!((token.seq(), token.issued_at_ms()), (42, 7));
-        assert_eq!(token.snapshot(), Some("1-abc"));
-        assert!(super::token(vec![Value::Nil]).is_err());
-        assert!(
-            super::token(vec![
-                Value::Int(-1),
-                Value::BulkString(b"e".to_vec()),
-                Value::Int(0)
-            ])
-            .is_err()
-        );
-        let (n, sets) = removed_and_sets(
-            "invalidate",
-            Value::Array(vec![
-                Value::Int(3),
-                Value::BulkString(b"{p}:r:1:g:t".to_vec()),
-            ]),
-        )
-        .unwrap();
-        assert_eq!(
-            (n, sets.as_slice()),
-            (3, ["{p}:r:1:g:t".to_owned()].as_slice())
-        );
-        assert!(removed_and_sets("invalidate", Value::Nil).is_err());
-        assert!(removed_and_sets("invalidate", Value::Array(vec![])).is_err());
-    }
-
-    #[test]
-    fn entries_and_namespace_state_parse() {
-        let blob = b"00000000000000000042e9:\0g:a\0g:b\0value";
-        let (seq, start) = parse_entry(blob).unwrap();
-        assert_eq!((seq, &blob[start..]), (42, &b"value"[..]));
-        let empty = b"00000000000000000007p0:";
-        assert_eq!(parse_entry(empty), Some((7, 23)));
-        for bad in [
-            &b""[..],
-            b"0000000000000000004",
-            b"0000000000000000004xe0:",
-            b"00000000000000000042x0:",
-            b"00000000000000000042e5:ab",
-            b"00000000000000000042e:",
-        ] {
-            assert_eq!(parse_entry(bad), None, "{bad:?}");
-        }
-        let ns = Namespace::parse(b"17 12 3 0 1700-abcd").unwrap();
-        assert_eq!(ns.safe(), Some(12));
-        assert_eq!(ns.seq_and_epoch(), Some((17, "1700-abcd")));
-        assert_eq!(
-            Namespace::parse(b"17 12 3 0").unwrap().seq_and_epoch(),
-            None
-        );
-        assert_eq!(Namespace::parse(b"17 x 3 0 e").unwrap().safe(), None);
-        assert_eq!(
-            Namespace::parse(b"17 12 3 0 e extra")
-                .unwrap()
-                .seq_and_epoch(),
-            None
-        );
-    }
-
-    #[test]
-    fn the_clock_estimate_is_from_below_and_expires() {
-        let clock = ServerClock::default();
-        assert_eq!(clock.estimate(), None);
-        clock.observe(1_000_000, Instant::now());
-        let estimate = clock.estimate().unwrap();
-        assert!(
-            (1_000_000 - 2..1_000_000 + 100).contains(&estimate),
-            "{estimate}"
-        );
-        let long_ago = Instant::now().checked_sub(CLOCK_READING_TTL + Duration::from_secs(1));
-        if let Some(long_ago) = long_ago {
-            clock.observe(1_000_000, long_ago);
-            assert_eq!(clock.estimate(), None);
-        }
-    }
-
-    #[test]
-    fn nonces_differ() {
-        assert_ne!(nonce(), nonce());
-        assert_eq!(nonce().len(), 16);
     }
 }

@@ -11,7 +11,6 @@ mod support;
 use matroska_core::store::Store;
 use matroska_core::{Bytes, Dep, Tag};
 use matroska_testkit::support::{hit, key, tag};
-use redis::Value;
 
 use crate::support::Scratch;
 
@@ -19,55 +18,30 @@ fn v(text: &str) -> Bytes {
     Bytes::copy_from_slice(text.as_bytes())
 }
 
-/// Runs the first script of a clear only; returns its mark.
+/// Runs the first script of a clear only (it starts a new generation); returns its seq.
 async fn clear_mark(s: &mut Scratch) -> u64 {
     support::script("clear")
         .key(s.store.layout().seq())
         .arg(s.store.layout().base())
         .arg(2000)
-        .arg("0123456789abcdef")
+        .arg("01234567")
         .invoke_async(&mut s.conn)
         .await
         .unwrap()
 }
 
-/// One step of the clear's sweep: `count` keys scanned; returns the next cursor.
-async fn sweep_step(s: &mut Scratch, cursor: &str, count: usize, mark: u64) -> String {
-    let reply: Vec<Value> = support::script("sweep")
+/// One step of the walk that follows a clear: `count` buckets scanned; true when it is done.
+async fn walk_step(s: &mut Scratch, count: usize) -> bool {
+    let done: u64 = support::script("walk")
         .key(s.store.layout().seq())
         .arg(s.store.layout().base())
         .arg(2000)
-        .arg(cursor)
+        .arg("01234567")
         .arg(count)
-        .arg(mark)
-        .arg(256)
-        .arg("")
         .invoke_async(&mut s.conn)
         .await
         .unwrap();
-    let mut items = reply.into_iter();
-    let next: String = redis::from_redis_value(items.next().unwrap()).unwrap();
-    for drain in items {
-        let drain: String = redis::from_redis_value(drain).unwrap();
-        loop {
-            let more: Vec<String> = support::script("sweep")
-                .key(s.store.layout().seq())
-                .arg(s.store.layout().base())
-                .arg(2000)
-                .arg(&next)
-                .arg(count)
-                .arg(mark)
-                .arg(256)
-                .arg(&drain)
-                .invoke_async(&mut s.conn)
-                .await
-                .unwrap();
-            if more.first().is_none_or(|m| m == "0") {
-                break;
-            }
-        }
-    }
-    next
+    done == 1
 }
 
 /// The namespace state lost after a clear began but before its sweep deleted the old entries
@@ -81,7 +55,13 @@ async fn a_state_lost_mid_clear_keeps_the_cleared_entries_misses() {
     let t = tag(&Dep::tag("t"));
     for i in 0..5 {
         s.store
-            .put(&key(&format!("k{i}")), v("old"), std::slice::from_ref(&t), None, None)
+            .put(
+                &key(&format!("k{i}")),
+                v("old"),
+                std::slice::from_ref(&t),
+                None,
+                None,
+            )
             .await
             .unwrap();
     }
@@ -92,7 +72,11 @@ async fn a_state_lost_mid_clear_keeps_the_cleared_entries_misses() {
         .await
         .unwrap();
     for i in 0..5 {
-        assert_eq!(hit(&s.store, &key(&format!("k{i}"))).await, None, "k{i} was cleared");
+        assert_eq!(
+            hit(&s.store, &key(&format!("k{i}"))).await,
+            None,
+            "k{i} was cleared"
+        );
     }
 }
 
@@ -105,10 +89,16 @@ async fn a_clear_keeps_the_sets_aside_of_invalidations_that_ran_during_it() {
         return;
     };
     let hot = tag(&Dep::tag("hot"));
-    let mark = clear_mark(&mut s).await;
+    clear_mark(&mut s).await;
     for i in 0..12 {
         s.store
-            .put(&key(&format!("hot:{i}")), v("v"), std::slice::from_ref(&hot), None, None)
+            .put(
+                &key(&format!("hot:{i}")),
+                v("v"),
+                std::slice::from_ref(&hot),
+                None,
+                None,
+            )
             .await
             .unwrap();
     }
@@ -116,13 +106,7 @@ async fn a_clear_keeps_the_sets_aside_of_invalidations_that_ran_during_it() {
         .invalidate_deferred(std::slice::from_ref(&hot))
         .await
         .unwrap();
-    let mut cursor = "0".to_owned();
-    loop {
-        cursor = sweep_step(&mut s, &cursor, 1000, mark).await;
-        if cursor == "0" {
-            break;
-        }
-    }
+    while !walk_step(&mut s, 1000).await {}
     s.store.reclaim().await.unwrap();
     let pattern = format!("{}:r:*", s.store.layout().base());
     let (_, left): (u64, Vec<String>) = redis::cmd("SCAN")
@@ -158,28 +142,37 @@ async fn a_put_racing_a_clear_keeps_its_index_metadata() {
     // Enough keys that the sweep takes many steps.
     for i in 0..300 {
         s.store
-            .put(&key(&format!("old:{i}")), v("old"), &[tag(&Dep::id("old", i))], None, None)
+            .put(
+                &key(&format!("old:{i}")),
+                v("old"),
+                &[tag(&Dep::id("old", i))],
+                None,
+                None,
+            )
             .await
             .unwrap();
     }
-    let mark = clear_mark(&mut s).await;
-    // About half-way through the sweep (some 900 keys, 20 buckets a step).
-    let mut cursor = "0".to_owned();
+    clear_mark(&mut s).await;
+    // About half-way through the walk (some 900 keys, 20 buckets a step).
     for _ in 0..25 {
-        cursor = sweep_step(&mut s, &cursor, 20, mark).await;
+        walk_step(&mut s, 20).await;
     }
     // The racing puts: many entries, each with its own tag, so that for some of them the sweep
     // has passed the index's bucket and not the metadata's.
     let tags: Vec<Tag> = (0..200).map(|i| tag(&Dep::id("new", i))).collect();
     for (i, t) in tags.iter().enumerate() {
         s.store
-            .put(&key(&format!("racer:{i}")), v("new"), std::slice::from_ref(t), None, None)
+            .put(
+                &key(&format!("racer:{i}")),
+                v("new"),
+                std::slice::from_ref(t),
+                None,
+                None,
+            )
             .await
             .unwrap();
     }
-    while cursor != "0" {
-        cursor = sweep_step(&mut s, &cursor, 20, mark).await;
-    }
+    while !walk_step(&mut s, 20).await {}
     // Every surviving racer's index is lost (as an eviction would), then its tag invalidated.
     let mut survivors = 0;
     for (i, t) in tags.iter().enumerate() {
@@ -194,7 +187,11 @@ async fn a_put_racing_a_clear_keeps_its_index_metadata() {
             .await
             .unwrap();
         s.store.invalidate(std::slice::from_ref(t)).await.unwrap();
-        assert_eq!(hit(&s.store, &k).await, None, "{k} served after {t} was invalidated");
+        assert_eq!(
+            hit(&s.store, &k).await,
+            None,
+            "{k} served after {t} was invalidated"
+        );
     }
     assert!(survivors > 0, "no put raced the sweep");
 }

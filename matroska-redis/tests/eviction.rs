@@ -103,7 +103,11 @@ async fn a_stamp_evicted_after_its_invalidation_never_readmits_a_stale_fill() {
         .await;
     // Refused as stale, or (memory full) not written at all: never stored.
     if let Ok(outcome) = outcome {
-        assert_eq!(outcome, PutOutcome::Stale, "a fill from before the invalidation");
+        assert_eq!(
+            outcome,
+            PutOutcome::Stale,
+            "a fill from before the invalidation"
+        );
     }
     assert_eq!(hit(&store, &key("fill")).await, None);
 }

@@ -72,7 +72,13 @@ async fn an_entry_in_a_foreign_format_is_a_miss_that_removes_it() {
     let t = tag(&Dep::tag("t"));
     // A namespace in use: its state exists.
     s.store
-        .put(&key("real"), v("real"), std::slice::from_ref(&t), None, None)
+        .put(
+            &key("real"),
+            v("real"),
+            std::slice::from_ref(&t),
+            None,
+            None,
+        )
         .await
         .unwrap();
     for (i, blob) in foreign_blobs().iter().enumerate() {
@@ -201,7 +207,13 @@ async fn unreadable_namespace_state_starts_a_new_generation() {
         assert_eq!(hit(&s.store, &key("k")).await, None, "state {garbage:?}");
         let outcome = s
             .store
-            .put(&key("fill"), v("raced"), std::slice::from_ref(&t), None, Some(&old))
+            .put(
+                &key("fill"),
+                v("raced"),
+                std::slice::from_ref(&t),
+                None,
+                Some(&old),
+            )
             .await
             .unwrap();
         assert_eq!(outcome, PutOutcome::Stale, "state {garbage:?}");

@@ -44,7 +44,10 @@ async fn a_large_invalidation_of_a_persistent_index_leaves_no_permanent_stamp() 
     };
     let t = tag(&Dep::tag("hot"));
     put_many(&s.store, "hot", 10, std::slice::from_ref(&t)).await;
-    assert_eq!(s.store.invalidate(std::slice::from_ref(&t)).await.unwrap(), 10);
+    assert_eq!(
+        s.store.invalidate(std::slice::from_ref(&t)).await.unwrap(),
+        10
+    );
     past_the_fill_window().await;
     s.store.reclaim().await.unwrap();
     let layout = s.store.layout().clone();
@@ -85,7 +88,11 @@ async fn a_lost_persistent_index_leaves_no_permanent_stamp() {
         "the stamp of a lost persistent index outlives housekeeping"
     );
     for i in 0..5 {
-        assert_eq!(hit(&s.store, &key(&format!("lost:{i}"))).await, None, "lost:{i}");
+        assert_eq!(
+            hit(&s.store, &key(&format!("lost:{i}"))).await,
+            None,
+            "lost:{i}"
+        );
     }
     assert_eq!(hit(&s.store, &key("control:1")).await, Some(v("control")));
 }

@@ -53,7 +53,13 @@ async fn a_token_from_the_future_is_refused() {
         .with_snapshot(epoch.as_str());
     let outcome = s
         .store
-        .put(&k, v("future"), std::slice::from_ref(&untouched), None, Some(&later))
+        .put(
+            &k,
+            v("future"),
+            std::slice::from_ref(&untouched),
+            None,
+            Some(&later),
+        )
         .await
         .unwrap();
     assert_eq!(outcome, PutOutcome::Stale, "issued ten minutes from now");
@@ -62,10 +68,20 @@ async fn a_token_from_the_future_is_refused() {
         .with_snapshot(epoch.as_str());
     let outcome = s
         .store
-        .put(&k, v("future"), std::slice::from_ref(&t), None, Some(&ahead))
+        .put(
+            &k,
+            v("future"),
+            std::slice::from_ref(&t),
+            None,
+            Some(&ahead),
+        )
         .await
         .unwrap();
-    assert_eq!(outcome, PutOutcome::Stale, "a sequence number from the future");
+    assert_eq!(
+        outcome,
+        PutOutcome::Stale,
+        "a sequence number from the future"
+    );
     assert_eq!(hit(&s.store, &k).await, None);
 
     // Within the tolerance: a token issued a moment "later" (a clock a few ms ahead) is fine.
@@ -98,14 +114,17 @@ async fn a_token_that_looks_younger_than_its_sequence_number_is_refused() {
     tokio::time::sleep(FILL_WINDOW + Duration::from_millis(300)).await;
     s.store.reclaim().await.unwrap();
     let now = miss_token(&s.store, &key("clock")).await.issued_at_ms();
-    let young =
-        FillToken::new(token.seq(), now).with_snapshot(token.snapshot().unwrap());
+    let young = FillToken::new(token.seq(), now).with_snapshot(token.snapshot().unwrap());
     let outcome = s
         .store
         .put(&k, v("stale"), std::slice::from_ref(&t), None, Some(&young))
         .await
         .unwrap();
-    assert_eq!(outcome, PutOutcome::Stale, "a load that began before the invalidation");
+    assert_eq!(
+        outcome,
+        PutOutcome::Stale,
+        "a load that began before the invalidation"
+    );
     assert_eq!(hit(&s.store, &k).await, None);
 }
 
@@ -120,9 +139,7 @@ async fn the_sequence_window_boundary_is_exact() {
     let token = miss_token(&s.store, &k).await;
     let window_us = window_ms() * 1000;
     let epoch = token.snapshot().unwrap().to_owned();
-    let at = |seq: u64| {
-        FillToken::new(seq, token.issued_at_ms()).with_snapshot(epoch.as_str())
-    };
+    let at = |seq: u64| FillToken::new(seq, token.issued_at_ms()).with_snapshot(epoch.as_str());
     let outcome = s
         .store
         .put(&k, v("old"), &[], None, Some(&at(token.seq() - window_us)))
@@ -131,8 +148,59 @@ async fn the_sequence_window_boundary_is_exact() {
     assert_eq!(outcome, PutOutcome::Stale, "exactly a window behind");
     let outcome = s
         .store
-        .put(&k, v("young"), &[], None, Some(&at(token.seq() - window_us + 1)))
+        .put(
+            &k,
+            v("young"),
+            &[],
+            None,
+            Some(&at(token.seq() - window_us + 1)),
+        )
         .await
         .unwrap();
     assert_eq!(outcome, PutOutcome::Stored, "a microsecond younger");
+}
+
+/// Tokens are judged on the server's clock: one issued (by the server's clock) longer ago than
+/// the fill window is refused, one without a generation too, one just issued is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fill_window_is_measured_on_the_servers_clock() {
+    let Some(s) = Scratch::new(256).await else {
+        return;
+    };
+    let k = key("window");
+    let token = miss_token(&s.store, &k).await;
+    let epoch = token.snapshot().unwrap().to_owned();
+    let old = FillToken::new(token.seq(), token.issued_at_ms() - window_ms())
+        .with_snapshot(epoch.as_str());
+    assert_eq!(
+        s.store
+            .put(&k, v("late"), &[], None, Some(&old))
+            .await
+            .unwrap(),
+        PutOutcome::Stale
+    );
+    let young = FillToken::new(token.seq(), token.issued_at_ms() - window_ms() / 2)
+        .with_snapshot(epoch.as_str());
+    let foreign = FillToken::new(token.seq(), token.issued_at_ms());
+    assert_eq!(
+        s.store
+            .put(&k, v("no generation"), &[], None, Some(&foreign))
+            .await
+            .unwrap(),
+        PutOutcome::Stale
+    );
+    assert_eq!(
+        s.store
+            .put(&k, v("ok"), &[], None, Some(&young))
+            .await
+            .unwrap(),
+        PutOutcome::Stored
+    );
+    assert_eq!(
+        s.store
+            .put(&k, v("ok"), &[], None, Some(&token))
+            .await
+            .unwrap(),
+        PutOutcome::Stored
+    );
 }

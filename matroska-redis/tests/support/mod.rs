@@ -30,29 +30,83 @@ pub(crate) const FILL_WINDOW: Duration = Duration::from_secs(2);
 pub(crate) fn script(name: &str) -> redis::Script {
     let body = match name {
         "clear" => include_str!("../../lua/clear.lua"),
-        "sweep" => include_str!("../../lua/sweep.lua"),
+        "walk" => include_str!("../../lua/walk.lua"),
+        "invalidate" => include_str!("../../lua/invalidate.lua"),
         other => panic!("no script {other}"),
     };
     redis::Script::new(&format!("{}{body}", include_str!("../../lua/common.lua")))
 }
 
-/// Whether the invalidation stamp of `tag` (or metadata about it) is still stored.
+/// Whether the invalidation stamp of `tag` (or metadata about it) is still stored: its record
+/// in the namespace's metadata.
 pub(crate) async fn has_stamp(
     conn: &mut MultiplexedConnection,
     layout: &KeyLayout,
     tag: &matroska_core::Tag,
 ) -> bool {
-    redis::cmd("EXISTS")
-        .arg(layout.stamp(tag))
+    redis::cmd("HEXISTS")
+        .arg(layout.meta())
+        .arg(tag.as_str())
         .query_async::<u64>(conn)
         .await
         .unwrap()
         == 1
 }
 
-/// The key that holds the invalidation stamp of `tag`: what an eviction must hit to lose it.
-pub(crate) fn stamp_holder(layout: &KeyLayout, tag: &matroska_core::Tag) -> String {
-    layout.stamp(tag)
+/// A tag's record in the namespace's metadata (`PROTOCOL.md`, "Tag records"), as the tests read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Record {
+    pub(crate) stamp: u64,
+    pub(crate) stamp_until: Option<u64>,
+    /// `None`: none expected; `Some(None)`: forever; `Some(Some(ms))`.
+    pub(crate) index_until: Option<Option<u64>>,
+    pub(crate) outside_until: Option<Option<u64>>,
+    pub(crate) aside_until: Option<Option<u64>>,
+    pub(crate) asides: u64,
+    pub(crate) since: u64,
+}
+
+/// The record of `tag`, `None` if it has none.
+pub(crate) async fn record(
+    conn: &mut MultiplexedConnection,
+    layout: &KeyLayout,
+    tag: &matroska_core::Tag,
+) -> Option<Record> {
+    let text: Option<String> = redis::cmd("HGET")
+        .arg(layout.meta())
+        .arg(tag.as_str())
+        .query_async(conn)
+        .await
+        .unwrap();
+    let text = text?;
+    let parts: Vec<&str> = text.split('|').collect();
+    assert_eq!(parts.len(), 7, "{text}");
+    let time = |s: &str| match s {
+        "" => None,
+        "inf" => Some(None),
+        ms => Some(Some(ms.parse().unwrap())),
+    };
+    Some(Record {
+        stamp: parts[0].parse().unwrap(),
+        stamp_until: (!parts[1].is_empty()).then(|| parts[1].parse().unwrap()),
+        index_until: time(parts[2]),
+        outside_until: time(parts[3]),
+        aside_until: time(parts[4]),
+        asides: parts[5].parse().unwrap(),
+        since: parts[6].parse().unwrap(),
+    })
+}
+
+/// The server's clock in ms.
+pub(crate) async fn server_ms(conn: &mut MultiplexedConnection) -> u64 {
+    let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(conn).await.unwrap();
+    secs * 1000 + micros / 1000
+}
+
+/// The key that holds the invalidation stamp of `tag`: what an eviction must hit to lose it (the
+/// namespace's metadata, which holds every tag's record).
+pub(crate) fn stamp_holder(layout: &KeyLayout, _tag: &matroska_core::Tag) -> String {
+    layout.meta()
 }
 
 /// A random lower-case hex id.
