@@ -317,6 +317,12 @@ async fn list_reports_partitions_that_changed_and_a_reinstall_invalidates_the_ki
     cached(&store, "part news", scope("part", "news")).await;
     install(&env, std::slice::from_ref(&decl)).await;
     assert!(hit(&store, "part news").await);
+    // Uninstall removes the triggers from every partition too.
+    let mut admin = connect(&url).await;
+    assert!(capture.uninstall(&mut admin, decl.table()).await.unwrap());
+    for table in [&root, &ap, &new, &env.table("parts_us_high")] {
+        assert_eq!(trigger_count(&env, table).await, 0, "{table}");
+    }
     store.close();
     env.finish().await;
 }
