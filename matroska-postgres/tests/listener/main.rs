@@ -215,8 +215,16 @@ async fn tags_are_applied_to_a_redis_store() {
         .build()
         .await
         .unwrap();
-    applies_to(&url, store.clone()).await;
+    // On a task of its own, so that the namespace is removed even when a check fails.
+    let applied = tokio::spawn({
+        let store = store.clone();
+        async move { applies_to(&url, store).await }
+    })
+    .await;
     store.remove_namespace().await.unwrap();
+    if let Err(failed) = applied {
+        std::panic::resume_unwind(failed.into_panic());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
