@@ -543,20 +543,32 @@ impl Store for PgStore {
     }
 
     async fn get(&self, key: &Key) -> Result<Lookup> {
-        let rows = self
-            .query("get", &self.inner.sql.get, &[Type::TEXT], &[&key.as_str()])
-            .await?;
-        let row = first(&rows, "get")?;
-        if let Some(value) = col::<Option<&[u8]>>(row, 0, "get")? {
-            return Ok(Lookup::Hit(Bytes::copy_from_slice(value)));
+        let mut recreated = false;
+        loop {
+            let rows = self
+                .query("get", &self.inner.sql.get, &[Type::TEXT], &[&key.as_str()])
+                .await?;
+            let row = first(&rows, "get")?;
+            if let Some(value) = col::<Option<&[u8]>>(row, 0, "get")? {
+                return Ok(Lookup::Hit(Bytes::copy_from_slice(value)));
+            }
+            let miss: Option<&str> = col(row, 1, "get")?;
+            if let Some(miss) = miss.and_then(token::parse_miss) {
+                return Ok(Lookup::Miss(token::encode(&miss)));
+            }
+            if recreated {
+                // Still no epoch row (it was lost again at once): a token that cannot store.
+                return Ok(Lookup::Miss(FillToken::new(0, 0)));
+            }
+            // The epoch row is missing (crash recovery emptied the unlogged tables, or a standby
+            // was promoted): recreate it, with a new epoch that refuses every token issued before,
+            // and read again for a token that can store. The only write a read makes, once per
+            // loss.
+            tracing::info!(schema = %self.inner.schema, "matroska-postgres: the epoch row was missing; recreated");
+            self.query("get (epoch)", &self.inner.sql.ensure_state, &[], &[])
+                .await?;
+            recreated = true;
         }
-        let miss: Option<&str> = col(row, 1, "get")?;
-        Ok(Lookup::Miss(match miss.and_then(token::parse_miss) {
-            Some(miss) => token::encode(&miss),
-            // The epoch row is missing (crash recovery emptied the unlogged tables): a token
-            // that cannot store; the put that presents it recreates the epoch.
-            None => FillToken::new(0, 0),
-        }))
     }
 
     async fn put(

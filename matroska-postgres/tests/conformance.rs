@@ -70,8 +70,33 @@ impl Harness for PgHarness {
         store
     }
 
+    /// `cleanup()` to completion: expired entries, the pruning pass (once stamps are two fill
+    /// windows old), stray index rows.
     async fn housekeep(&self, store: &PgStore) {
-        store.cleanup().await.expect("cleanup");
+        let report = store.cleanup().await.expect("cleanup");
+        assert!(report.complete, "cleanup did not finish: {report:?}");
+    }
+
+    /// A stamp is a row of the same schema as the entries it hides, with the same persistence:
+    /// crash recovery empties UNLOGGED stamps together with the entries, and LOGGED ones survive.
+    /// Nothing removes a stamp on its own but cleanup's pruning, which first removes every
+    /// entry the stamp hides (see PROTOCOL-store.md). So there is no realistic way to lose one.
+    async fn lose_stamp(&self, _: &PgStore, _: &Tag) -> bool {
+        false
+    }
+
+    /// Loses the epoch row while entries, index and stamps stay: what crash recovery or the
+    /// promotion of a standby does to a LOGGED schema (the epoch table is always UNLOGGED). For
+    /// the default UNLOGGED schema, crash recovery also empties the entries (only misses).
+    async fn lose_state(&self, store: &PgStore) -> bool {
+        let sql = format!("DELETE FROM {}.epoch", store.schema().quoted());
+        let lost = self
+            .schemas
+            .admin()
+            .execute(&sql, &[])
+            .await
+            .expect("delete the epoch row");
+        lost == 1
     }
 
     fn fill_window(&self) -> Duration {

@@ -29,18 +29,13 @@ async fn tokens_from_before_a_reset_or_a_recreation_are_rejected() {
             ))
             .await
             .unwrap();
-        let after_crash = miss(&store, &k).await;
-        assert_eq!(
-            after_crash.snapshot(),
-            None,
-            "no state yet: a token that cannot store"
-        );
+        // The first miss recreates the epoch row, with a new epoch.
+        let fresh = miss(&store, &k).await;
         let put = store
             .put(&k, bytes("v"), &[], None, Some(&token))
             .await
             .unwrap();
         assert_eq!(put, PutOutcome::Stale, "a pre-crash token");
-        let fresh = miss(&store, &k).await;
         assert_eq!(
             store
                 .put(&k, bytes("v"), &[], None, Some(&fresh))
@@ -69,6 +64,56 @@ async fn tokens_from_before_a_reset_or_a_recreation_are_rejected() {
             .await
             .unwrap();
         assert_eq!(put, PutOutcome::Stale);
+    })
+    .await;
+}
+
+/// The model-based checker's finding: after the epoch row is lost while the entries stay (crash
+/// recovery or a promoted standby, for a LOGGED schema), the first miss must hand out a token
+/// that can store (it recreates the epoch), while every token issued before stays refused and
+/// the entries stay readable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_miss_after_the_epoch_row_was_lost_hands_out_a_usable_token() {
+    with_schemas(|schemas| async move {
+        let store = schemas.store("matroska_lost_epoch").await;
+        let s = store.schema().quoted();
+        let t = tag(&Dep::id("row", 1));
+        let (kept, k) = (key("kept"), key("k"));
+        store
+            .put(&kept, bytes("kept"), std::slice::from_ref(&t), None, None)
+            .await
+            .unwrap();
+        let before = miss(&store, &key("before")).await;
+        let lost = schemas
+            .admin()
+            .execute(&format!("DELETE FROM {s}.epoch"), &[])
+            .await
+            .unwrap();
+        assert_eq!(lost, 1);
+
+        let token = miss(&store, &k).await;
+        assert_eq!(
+            store
+                .put(&k, bytes("v"), std::slice::from_ref(&t), None, Some(&token))
+                .await
+                .unwrap(),
+            PutOutcome::Stored,
+            "the first fill after the loss"
+        );
+        assert_eq!(hit(&store, &k).await, Some(bytes("v")));
+        assert_eq!(hit(&store, &kept).await, Some(bytes("kept")));
+        assert_eq!(
+            store
+                .put(&key("before"), bytes("v"), &[], None, Some(&before))
+                .await
+                .unwrap(),
+            PutOutcome::Stale,
+            "a token issued before the loss"
+        );
+        // Invalidation works as before.
+        store.invalidate(std::slice::from_ref(&t)).await.unwrap();
+        assert_eq!(hit(&store, &k).await, None);
+        assert_eq!(hit(&store, &kept).await, None);
     })
     .await;
 }
