@@ -48,6 +48,7 @@ pub use crate::harness::{CASE_TIMEOUT, Harness, run, server_url};
 #[allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 pub mod cases {
     pub mod basic;
+    pub mod bounded;
     pub mod cache;
     pub mod cache_safety;
     pub mod concurrency;
@@ -131,6 +132,14 @@ macro_rules! conformance {
                 oversized_value_is_rejected_and_nothing_is_lost,
                 too_many_tags_are_rejected_and_nothing_is_lost,
             ],
+            bounded: [
+                one_invalidation_of_many_tags_beyond_the_budget_leaves_no_dependent,
+                a_budget_spent_on_earlier_tags_still_sweeps_the_later_ones,
+                an_index_of_exactly_a_budget_of_expiring_members_sweeps_the_persistent_ones,
+                more_than_64_tags_in_one_invalidation_leave_no_dependent,
+                two_handles_invalidating_one_large_tag_at_once_leave_no_dependent,
+                set_aside_entries_stay_misses_after_the_fill_window,
+            ],
             invariants: [
                 inv1_no_stale_read_after_invalidation,
                 inv2_stale_fill_rejected_changed_row,
@@ -205,6 +214,7 @@ mod tests {
         let macro_text = include_str!("lib.rs");
         let groups = [
             ("basic", include_str!("cases/basic.rs")),
+            ("bounded", include_str!("cases/bounded.rs")),
             ("cache", include_str!("cases/cache.rs")),
             ("cache_safety", include_str!("cases/cache_safety.rs")),
             ("concurrency", include_str!("cases/concurrency.rs")),
