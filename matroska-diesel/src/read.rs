@@ -74,7 +74,8 @@ impl Tx<'_> {
     /// invalidation, under `REPEATABLE READ` or `SERIALIZABLE`) the cache is neither read nor
     /// filled: `load` runs directly, and the transaction is [dirty](Tx::is_dirty) from then on.
     /// A `load` that writes gets its value back but does not store it, and makes the transaction
-    /// dirty; callers of the same key waiting on that load get an error rather than its value.
+    /// dirty; callers of the same key waiting on that load never get its value (they get an
+    /// error).
     ///
     /// Checking costs one query per call while the transaction is clean (two on a miss), none
     /// once it is dirty.

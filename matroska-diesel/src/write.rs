@@ -424,6 +424,7 @@ mod tests {
                 Scopes::new("row")
                     .id(|r: &Row| r.id)
                     .describe(["category"], |r: &Row| r.category)
+                    .fields(&["title"])
             });
             &SCOPES
         }

@@ -13,6 +13,7 @@ over_every_store!(
     a_clean_read_committed_transaction_reads_and_fills_the_shared_cache,
     an_uncommitted_raw_write_read_in_its_transaction_never_reaches_the_shared_cache,
     a_loader_that_writes_keeps_its_uncommitted_value_out_of_the_shared_cache,
+    a_loader_that_writes_never_hands_its_value_to_callers_waiting_on_it,
     a_write_rolled_back_to_a_savepoint_keeps_the_transaction_off_the_shared_cache,
     a_snapshot_older_than_an_invalidation_never_fills_the_shared_cache,
 );
@@ -336,4 +337,57 @@ async fn a_snapshot_older_than_an_invalidation_never_fills_the_shared_cache(back
             "{isolation}: the shared cache holds a row older than a completed invalidation"
         );
     }
+}
+
+/// The loader's value is not even shared in this process: a caller of the same key that waits on
+/// the load (single flight) gets an error or a committed value, never the transaction's own.
+async fn a_loader_that_writes_never_hands_its_value_to_callers_waiting_on_it(backend: Backend) {
+    let Some(f) = Fixture::new(backend, 2).await else {
+        return;
+    };
+    let article = f.insert(1, "news", true).await;
+    let id = article.id;
+    let (pool, db, cache) = (f.db.pool().clone(), f.db.clone(), f.cache().clone());
+    let waiter = tokio::task::spawn_blocking(move || {
+        let handle = tokio::runtime::Handle::current();
+        let mut conn = pool.get().expect("conn");
+        let mut waiter = None;
+        let outcome: Result<((), _), Error> = transaction(&mut conn, |tx| {
+            let read = tx.fetch(&cache, page_key(id), [], |conn: &mut PgConnection| {
+                let waits = cache.stats().waits;
+                waiter = Some(
+                    handle.spawn(async move { db.fetch(page_key(id), [], load_article(id)).await }),
+                );
+                // Bounded polling: the other caller is waiting on this load.
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+                while cache.stats().waits == waits {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "the other caller never waited on this load"
+                    );
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                diesel::update(articles::table.find(id))
+                    .set(articles::title.eq("written by the loader"))
+                    .returning(Article::as_returning())
+                    .get_result::<Article>(conn)
+            })?;
+            assert_eq!(read.title, "written by the loader");
+            Err(diesel::result::Error::RollbackTransaction.into())
+        });
+        assert!(outcome.is_err());
+        waiter.expect("spawned")
+    })
+    .await
+    .expect("join");
+    let waited = waiter.await.expect("join the waiter");
+    assert_ne!(
+        waited
+            .as_ref()
+            .ok()
+            .map(|fetched| fetched.value.title.as_str()),
+        Some("written by the loader"),
+        "a waiting caller got a value that never committed"
+    );
+    assert_eq!(f.cache().stats().waits, 1, "the race ran");
 }
