@@ -116,6 +116,15 @@ pub enum CaptureError {
         /// The store schema.
         schema: String,
     },
+    /// A registry row that cannot be read (its JSON columns were changed by hand).
+    #[error("the registry's {what} column does not parse")]
+    Registry {
+        /// Which column.
+        what: &'static str,
+        /// The parse error.
+        #[source]
+        source: serde_json::Error,
+    },
     /// The server cannot run the generated SQL.
     #[error("unsupported server: {reason}")]
     Server {

@@ -223,10 +223,7 @@ pub(crate) fn parse_recorded<T: serde::de::DeserializeOwned>(
         None | Some("null") => Ok(None),
         Some(text) => serde_json::from_str(text)
             .map(Some)
-            .map_err(|e| CaptureError::Declaration {
-                table: format!("(the registry's {what})"),
-                reason: format!("unreadable: {e}"),
-            }),
+            .map_err(|source| CaptureError::Registry { what, source }),
     }
 }
 
@@ -422,4 +419,46 @@ async fn column_issues(
         }
     }
     Ok(issues)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_json_absent_present_or_unreadable() {
+        assert!(
+            parse_recorded::<RecordedMember>(None, "members")
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            parse_recorded::<RecordedMember>(Some("null"), "members")
+                .unwrap()
+                .is_none()
+        );
+        let members =
+            parse_recorded::<RecordedMember>(Some(r#"[{"oid":7,"table":"\"s\".\"t\""}]"#), "m")
+                .unwrap()
+                .unwrap();
+        assert_eq!(
+            (members[0].oid, members[0].table.as_str()),
+            (7, r#""s"."t""#)
+        );
+        let err = parse_recorded::<RecordedColumn>(Some("[{]"), "columns").unwrap_err();
+        assert!(
+            matches!(
+                err,
+                CaptureError::Registry {
+                    what: "columns",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(
+            std::error::Error::source(&err).is_some(),
+            "the parse error is kept"
+        );
+    }
 }
