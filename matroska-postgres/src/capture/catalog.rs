@@ -135,15 +135,21 @@ pub(crate) struct Resolved {
     pub(crate) columns: Vec<Column>,
     /// Its partitions and inheritance children, at every depth, sorted by name.
     pub(crate) members: Vec<Member>,
+    /// Columns that only inheritance children have (the trigger function runs on their rows).
+    pub(crate) member_columns: Vec<String>,
 }
 
 impl Resolved {
     /// A name for the column that marks a row's side in the UPDATE's FULL JOIN: `mt_side`,
-    /// suffixed until no column of the table has it.
+    /// suffixed until no column of the table (or of an inheritance child) has it.
     pub(crate) fn marker(&self) -> String {
+        let taken = |name: &str| {
+            self.columns.iter().any(|c| c.name == name)
+                || self.member_columns.iter().any(|c| c == name)
+        };
         let mut name = "mt_side".to_owned();
         let mut n = 0_u32;
-        while self.columns.iter().any(|c| c.name == name) {
+        while taken(&name) {
             n += 1;
             name = format!("mt_side_{n}");
         }
@@ -298,12 +304,25 @@ pub(crate) async fn resolve(client: &Client, table: &TableRef) -> Result<Resolve
     }
     let members = members(client, oid, &quoted).await?;
     let columns = columns(client, oid).await?;
+    let member_oids: Vec<u32> = members.iter().map(|m| m.oid).collect();
+    let member_columns = client
+        .query(
+            "SELECT DISTINCT attname::text FROM pg_attribute
+             WHERE attrelid = ANY ($1) AND attnum > 0 AND NOT attisdropped ORDER BY 1",
+            &[&member_oids],
+        )
+        .await
+        .map_err(CaptureError::pg("read the columns of the partitions and children"))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
     Ok(Resolved {
         schema,
         name,
         oid,
         columns,
         members,
+        member_columns,
     })
 }
 

@@ -33,7 +33,7 @@ fn scope(kind: &str, category: &str) -> Dep {
 }
 
 /// `parts` partitioned by region, `parts_us` partitioned again by id; `base` with an inheritance
-/// child `base_child` (which has a column of its own).
+/// child `base_child` (which has a column of its own, named like the trigger's side marker).
 async fn create_hierarchies(env: &Env) {
     let (parts, base) = (env.table("parts"), env.table("base"));
     env.admin
@@ -47,7 +47,7 @@ async fn create_hierarchies(env: &Env) {
              INSERT INTO {parts} VALUES (1, 'eu', 'news', 't'), (2, 'eu', 'sport', 't'),
                  (2000, 'us', 'news', 't'), (99, 'eu', 'other', 't');
              CREATE TABLE {base} (id bigint, category text, title text);
-             CREATE TABLE {} (extra integer) INHERITS ({base});
+             CREATE TABLE {} (mt_side integer) INHERITS ({base});
              INSERT INTO {} VALUES (1, 'news', 't', 0), (2, 'news', 't', 0);",
             env.table("parts_eu"),
             env.table("parts_us"),

@@ -22,6 +22,7 @@ fn table() -> Resolved {
             col("body", 4, Encoding::Unsupported),
         ],
         members: Vec::new(),
+        member_columns: Vec::new(),
     }
 }
 
@@ -82,6 +83,10 @@ fn the_side_marker_is_named_apart_from_the_columns() {
         });
     }
     assert_eq!(t.marker(), "mt_side_2");
+    // A column only an inheritance child has counts too.
+    t.member_columns.push("mt_side_2".to_owned());
+    assert_eq!(t.marker(), "mt_side_3");
+    t.member_columns.clear();
     let capture = SchemaName::new("cap").unwrap();
     let sql = generate(&capture, &decl(), &t).unwrap().sql;
     assert!(
