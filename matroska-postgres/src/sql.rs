@@ -76,7 +76,7 @@ const NOW_MS: &str = "floor(date_part('epoch', clock_timestamp()) * 1000)::bigin
 fn index_rows(s: &str) -> String {
     format!(
         "INSERT INTO {s}.tags AS t (tag, key)
-         SELECT unnest($5::text[]), up.key FROM up
+         SELECT unnest($5::text[]), up.key FROM up WHERE up.stored
          ON CONFLICT (tag, key) DO UPDATE SET key = excluded.key WHERE false"
     )
 }
@@ -209,13 +209,19 @@ impl Sql {
                  SELECT gone.live FROM gone"
             ),
             // A put without token: the caller vouches the value is fresh. $1 key, $2 value,
-            // $3 the clear tag and the tags (distinct), $4 TTL in ms, $5 the tags.
+            // $3 the clear tag and the tags (distinct), $4 TTL in ms, $5 the tags, $6 the fill
+            // window in ms. Like a fill, it ends within the fill window of its snapshot, or
+            // token_expired() raises (the store reports a timeout) and it rolls back: stamps are
+            // pruned on that assumption (see PROTOCOL-store.md).
             put: format!(
                 "WITH up AS (
                      INSERT INTO {s}.entries AS e (key, value, tags, snap, expires_at, expires_minute)
                      VALUES ($1, $2, $3, pg_current_snapshot(), {EXPIRES_AT}, {EXPIRES_MINUTE})
                      {ON_CONFLICT}
-                     RETURNING e.key
+                     RETURNING e.key,
+                               CASE WHEN clock_timestamp() - statement_timestamp()
+                                         < $6 * interval '1 millisecond'
+                                    THEN true ELSE {s}.token_expired() END AS stored
                  )
                  {index_rows}"
             ),

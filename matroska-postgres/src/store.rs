@@ -596,20 +596,37 @@ impl Store for PgStore {
         carried.push(CLEAR_TAG);
         carried.extend_from_slice(&tags);
         let Some(token) = token else {
-            self.query(
-                "put",
-                &self.inner.sql.put,
-                &[
-                    Type::TEXT,
-                    Type::BYTEA,
-                    Type::TEXT_ARRAY,
-                    Type::INT8,
-                    Type::TEXT_ARRAY,
-                ],
-                &[&key.as_str(), &value, &carried, &ttl_ms, &tags],
-            )
-            .await?;
-            return Ok(PutOutcome::Stored);
+            let window_ms = i64::try_from(self.inner.fill_window.as_millis()).unwrap_or(i64::MAX);
+            let result = self
+                .query_raw(
+                    "put",
+                    &self.inner.sql.put,
+                    &[
+                        Type::TEXT,
+                        Type::BYTEA,
+                        Type::TEXT_ARRAY,
+                        Type::INT8,
+                        Type::TEXT_ARRAY,
+                        Type::INT8,
+                    ],
+                    &[&key.as_str(), &value, &carried, &ttl_ms, &tags, &window_ms],
+                )
+                .await;
+            return match result {
+                Ok(_) => Ok(PutOutcome::Stored),
+                // The statement outlived the fill window (waiting for a row lock): nothing was
+                // written; trying again is safe.
+                Err(Failure::Db(error))
+                    if error.code().is_some_and(|c| c.code() == TOKEN_EXPIRED) =>
+                {
+                    Err(Error::Timeout {
+                        operation: "put",
+                        after: self.inner.fill_window,
+                    })
+                }
+                Err(Failure::Db(error)) => Err(error::pg(error, "put")),
+                Err(Failure::Other(error)) => Err(error),
+            };
         };
         let Some(pg) = token::decode(token) else {
             // A token from another store, or from a miss that found no epoch row (crash recovery

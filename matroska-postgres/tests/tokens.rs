@@ -1,15 +1,18 @@
 //! PgStore fill tokens against a real server: a token is good only in the namespace, epoch and
-//! fill window it was issued for, and never from the future.
+//! fill window it was issued for, and never from the future; no put ends later than one fill
+//! window after its snapshot.
 //!
 //! Needs `MATROSKA_TEST_POSTGRES_URL` (run `./scripts/test`, which starts a private server).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::too_many_lines)]
 
 mod support;
 
+use std::time::Duration;
+
 use matroska_core::store::{FillToken, PutOutcome, Store};
-use matroska_core::{Dep, Key};
-use matroska_testkit::support::{bytes, hit, key, tag};
-use support::{miss, rows, with_schemas};
+use matroska_core::{Dep, Error, Key};
+use matroska_testkit::support::{bytes, eventually, hit, key, tag};
+use support::{blocked_by, hold, locker, miss, rows, with_schemas};
 
 /// Tokens never pass after a reset: crash recovery (simulated by emptying the unlogged state
 /// as crash recovery would), a clear, or a dropped and re-migrated schema.
@@ -204,6 +207,80 @@ async fn fill_tokens_from_the_future_are_refused_beyond_one_second() {
         let moved = at(&near, near.issued_at_ms() + 1000);
         assert_eq!(put(k.clone(), moved).await, PutOutcome::Stored);
         assert_eq!(hit(&store, &k).await, Some(bytes("v")));
+    })
+    .await;
+}
+
+/// Every put ends within one fill window of its snapshot, or stores nothing: cleanup prunes a
+/// stamp on that assumption (a put whose snapshot predates the stamp must not commit after the
+/// pass that precedes pruning). A put held on a row lock past the window: with a token it is
+/// refused as stale, without one it fails with a timeout; the entry keeps its earlier value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_held_past_the_fill_window_stores_nothing() {
+    with_schemas(|schemas| async move {
+        let window = Duration::from_millis(300);
+        let store = schemas
+            .config("matroska_slow_put")
+            .fill_window(window)
+            .build()
+            .unwrap();
+        store.migrate().await.unwrap();
+        let t = tag(&Dep::id("row", 1));
+        let k = key("k");
+        store
+            .put(&k, bytes("v0"), std::slice::from_ref(&t), None, None)
+            .await
+            .unwrap();
+        for with_token in [false, true] {
+            let token = if with_token {
+                // A miss for another key: a token of this namespace, young at the put's start.
+                Some(miss(&store, &key("other")).await)
+            } else {
+                None
+            };
+            let (mut locker, pid) = locker(schemas.url()).await;
+            let lock = hold(&mut locker, &store, &k).await;
+            let put = {
+                let (store, k, t) = (store.clone(), k.clone(), t.clone());
+                tokio::spawn(async move {
+                    store
+                        .put(&k, bytes("late"), &[t], None, token.as_ref())
+                        .await
+                })
+            };
+            let waiting = blocked_by(schemas.admin(), pid, 1).await;
+            // Wait on the server's clock until the put's statement is older than the window.
+            let age = "SELECT clock_timestamp() - query_start > $2::bigint * interval '1 millisecond'
+                       FROM pg_stat_activity WHERE pid = $1";
+            let window_ms = i64::try_from(window.as_millis()).unwrap();
+            eventually(
+                Duration::from_secs(10),
+                "the put outlived the window",
+                || async {
+                    schemas
+                        .admin()
+                        .query_one(age, &[&waiting[0], &window_ms])
+                        .await
+                        .unwrap()
+                        .get::<_, bool>(0)
+                },
+            )
+            .await;
+            lock.rollback().await.unwrap();
+            match (with_token, put.await.unwrap()) {
+                (true, Ok(outcome)) => assert_eq!(outcome, PutOutcome::Stale),
+                (false, Err(Error::Timeout { operation, .. })) => assert_eq!(operation, "put"),
+                (_, other) => panic!("with token: {with_token}: {other:?}"),
+            }
+            assert_eq!(
+                hit(&store, &k).await,
+                Some(bytes("v0")),
+                "with token: {with_token}"
+            );
+        }
+        // A put that is not held is stored as usual.
+        store.put(&k, bytes("v1"), &[t], None, None).await.unwrap();
+        assert_eq!(hit(&store, &k).await, Some(bytes("v1")));
     })
     .await;
 }
