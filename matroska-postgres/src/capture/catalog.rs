@@ -213,7 +213,8 @@ pub(crate) const DESCENDANTS: &str = "
         SELECT i.inhrelid FROM pg_inherits i JOIN down d ON i.inhparent = d.oid
     )
     SELECT d.oid, n.nspname::text, c.relname::text, c.relkind::text,
-           ARRAY(SELECT format('%I.%I', pn.nspname, pc.relname)
+           ARRAY(SELECT '"' || replace(pn.nspname, '"', '""') || '"."'
+                            || replace(pc.relname, '"', '""') || '"'
                  FROM pg_inherits p
                  JOIN pg_class pc ON pc.oid = p.inhparent
                  JOIN pg_namespace pn ON pn.oid = pc.relnamespace

@@ -212,6 +212,24 @@ async fn capturing_a_partition_or_child_alone_is_refused_naming_its_root() {
             "nothing installed"
         );
     }
+    // A child that also inherits from a table outside the hierarchy: writes through that table
+    // would reach the child's rows unseen.
+    env.admin
+        .batch_execute(&format!(
+            "CREATE TABLE {other} (id bigint, category text, title text);
+             CREATE TABLE {} () INHERITS ({}, {other});",
+            env.table("multi"),
+            env.table("base"),
+            other = env.table("other"),
+        ))
+        .await
+        .unwrap();
+    let err = capture
+        .install(&mut client, &[capture_of(&env, "base", "base", &store)])
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("\"multi\"") && text.contains("\"other\""), "{text}");
     store.close();
     env.finish().await;
 }
