@@ -206,7 +206,7 @@ impl Resolved {
 
 /// The partitions and inheritance children of the table `$1`, at every depth: oid, schema,
 /// name, relkind, and the parents each has outside that tree (multiple inheritance).
-pub(crate) const DESCENDANTS: &str = "
+pub(crate) const DESCENDANTS: &str = r#"
     WITH RECURSIVE down(oid) AS (
         SELECT inhrelid FROM pg_inherits WHERE inhparent = $1
         UNION
@@ -224,7 +224,7 @@ pub(crate) const DESCENDANTS: &str = "
     FROM down d
     JOIN pg_class c ON c.oid = d.oid
     JOIN pg_namespace n ON n.oid = c.relnamespace
-    ORDER BY 2, 3";
+    ORDER BY 2, 3"#;
 
 /// The parents of the table `$1` (schema, name), and the topmost ancestor of the first.
 const ANCESTORS: &str = "
