@@ -313,7 +313,9 @@ pub(crate) async fn resolve(client: &Client, table: &TableRef) -> Result<Resolve
             &[&member_oids],
         )
         .await
-        .map_err(CaptureError::pg("read the columns of the partitions and children"))?
+        .map_err(CaptureError::pg(
+            "read the columns of the partitions and children",
+        ))?
         .iter()
         .map(|r| r.get(0))
         .collect();
