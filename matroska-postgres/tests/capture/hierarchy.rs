@@ -229,7 +229,10 @@ async fn capturing_a_partition_or_child_alone_is_refused_naming_its_root() {
         .await
         .unwrap_err();
     let text = err.to_string();
-    assert!(text.contains("\"multi\"") && text.contains("\"other\""), "{text}");
+    assert!(
+        text.contains("\"multi\"") && text.contains("\"other\""),
+        "{text}"
+    );
     store.close();
     env.finish().await;
 }
