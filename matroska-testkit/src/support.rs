@@ -108,6 +108,50 @@ where
     }
 }
 
+/// Builds the shape of a case that needs several writes to land while a short time to live has
+/// not run out, and returns that time to live. `build(ttl, attempt)` writes the shape with `ttl`
+/// (under keys and tags of its own for each `attempt`); it is run with 200 ms, then twice as long
+/// each time, until it finished within half the time to live, so that on a slow machine (or a
+/// slow server) the case tests what it says with a longer time to live instead of silently
+/// testing less. With an exact clock (`exact_time`: time passes only when the case says so) the
+/// first attempt stands.
+///
+/// # Panics
+///
+/// If the shape still takes more than half of 6.4 s to write.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+///
+/// # futures::executor::block_on(async {
+/// let ttl = matroska_testkit::support::short_ttl(false, |ttl, _attempt| async move {
+///     assert!(ttl >= Duration::from_millis(200));
+/// })
+/// .await;
+/// assert_eq!(ttl, Duration::from_millis(200));
+/// # });
+/// ```
+pub async fn short_ttl<F, Fut>(exact_time: bool, mut build: F) -> Duration
+where
+    F: FnMut(Duration, usize) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let mut ttl = Duration::from_millis(200);
+    for attempt in 0..6 {
+        let start = Instant::now();
+        build(ttl, attempt).await;
+        let took = start.elapsed();
+        if exact_time || took < ttl / 2 {
+            return ttl;
+        }
+        eprintln!("writing the shape took {took:?}, too long for a time to live of {ttl:?}");
+        ttl *= 2;
+    }
+    panic!("the shape could not be written within half of a {ttl:?} time to live");
+}
+
 /// A small deterministic random number generator (SplitMix64) for randomized cases: a failing
 /// seed can be replayed.
 ///

@@ -164,5 +164,20 @@ pub async fn an_entry_matching_several_tags_counts_once<H: Harness>(h: &H) {
         )
         .await
         .unwrap();
+    store
+        .put(
+            &key("deps:other"),
+            bytes("o"),
+            &[tag(&Dep::tag("other"))],
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(hit(&store, &key("deps:list")).await, Some(bytes("l")));
+    assert_eq!(hit(&store, &key("deps:page")).await, Some(bytes("p")));
     assert_eq!(store.invalidate(&both).await.unwrap(), 2);
+    assert_eq!(hit(&store, &key("deps:list")).await, None);
+    assert_eq!(hit(&store, &key("deps:page")).await, None);
+    assert_eq!(hit(&store, &key("deps:other")).await, Some(bytes("o")));
 }

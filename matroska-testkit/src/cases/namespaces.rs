@@ -1,10 +1,17 @@
-//! Namespaces: two stores on one server never see each other; two handles on one namespace do.
+//! Namespaces: two stores on one server never see each other; two handles on one namespace do;
+//! `clear` empties a namespace, also while fills and invalidations race it.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use matroska_core::store::{Lookup, PutOutcome};
-use matroska_core::{Dep, Store};
+use matroska_core::{Cache, Dep, Key, Loaded, Origin, Store, Tag};
+use tokio::sync::oneshot;
 
 use crate::Harness;
-use crate::support::{bytes, hit, key, tag};
+use crate::support::{Rng, bytes, hit, key, tag};
 
 /// Entries of one namespace are invisible in another.
 pub async fn namespaces_are_isolated<H: Harness>(h: &H) {
@@ -106,4 +113,212 @@ pub async fn reopened_handle_shares_the_namespace<H: Harness>(h: &H) {
         PutOutcome::Stale,
         "b's invalidation rejects a's older fill"
     );
+}
+
+/// A fill token of one namespace is refused by another (another cache, another tier): its
+/// sequence numbers and stamps mean nothing there.
+pub async fn a_fill_token_from_another_namespace_is_refused<H: Harness>(h: &H) {
+    let (a, b) = (h.store().await, h.store().await);
+    let k = key("ns:foreign-token");
+    let t = tag(&Dep::id("article", 1));
+    // Give the namespaces different histories.
+    for _ in 0..3 {
+        a.invalidate(std::slice::from_ref(&t)).await.unwrap();
+    }
+    let Lookup::Miss(from_a) = a.get(&k).await.unwrap() else {
+        panic!("a is empty");
+    };
+    let outcome = b
+        .put(
+            &k,
+            bytes("foreign"),
+            std::slice::from_ref(&t),
+            None,
+            Some(&from_a),
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcome, PutOutcome::Stale, "b stored a fill with a's token");
+    assert_eq!(hit(&b, &k).await, None);
+    // The token is good where it came from.
+    let outcome = a
+        .put(&k, bytes("own"), &[t], None, Some(&from_a))
+        .await
+        .unwrap();
+    assert_eq!(outcome, PutOutcome::Stored);
+}
+
+/// A fetch held after reading its row; the caller's task.
+type HeldFetch = (
+    oneshot::Receiver<()>,
+    oneshot::Sender<()>,
+    tokio::task::JoinHandle<matroska_core::Fetched<u64>>,
+);
+
+fn held_fetch<S: Store>(cache: &Cache<S>, k: String, row: u64) -> HeldFetch {
+    let (read_tx, read) = oneshot::channel();
+    let (release, go) = oneshot::channel::<()>();
+    let cache = cache.clone();
+    let task = tokio::spawn(async move {
+        cache
+            .fetch(k, || async move {
+                let _ = read_tx.send(());
+                let _ = go.await;
+                Ok::<_, Infallible>(Loaded::new(row).dep(Dep::id("row", row)))
+            })
+            .await
+            .unwrap()
+    });
+    (read, release, task)
+}
+
+/// Loads held across a `clear` (they read before it, they store after it) are not stored: a
+/// clear rejects every fill whose token predates it, whatever its tags.
+pub async fn clear_rejects_every_fill_held_across_it<H: Harness>(h: &H) {
+    let cache = Cache::new(h.store().await);
+    let mut held = Vec::new();
+    for i in 0..4 {
+        held.push(held_fetch(&cache, format!("ns:held:{i}"), i));
+    }
+    for (read, _, _) in &mut held {
+        read.await.unwrap();
+    }
+    cache.clear().await.unwrap();
+    for (_, release, task) in held {
+        release.send(()).unwrap();
+        let fetched = task.await.unwrap();
+        assert_eq!(
+            fetched.origin,
+            Origin::Loaded { stored: false },
+            "a load from before the clear was stored"
+        );
+    }
+    for i in 0..4 {
+        assert_eq!(
+            cache.get::<u64>(format!("ns:held:{i}")).await.unwrap(),
+            None
+        );
+    }
+    assert_eq!(cache.stats().fills_rejected, 4);
+}
+
+/// Fills race a stream of clears: no value loaded before a clear returned is served after it.
+/// (A clear here stands for "everything may have changed": each one bumps the data version.)
+/// The run must show fills refused by a clear; it runs again otherwise, at most 5 times.
+pub async fn clear_racing_fills_never_serves_a_value_from_before_it<H: Harness>(h: &H) {
+    let mut seeds = Rng::from_env();
+    for attempt in 1..=5 {
+        let seed = seeds.next_u64();
+        let rejected = clear_race(h, seed).await;
+        if rejected > 0 {
+            return;
+        }
+        eprintln!("clear race {attempt} (seed {seed}) refused no fill");
+    }
+    panic!("in 5 runs no fill raced a clear");
+}
+
+async fn clear_race<H: Harness>(h: &H, seed: u64) -> u64 {
+    let cache = Cache::new(h.store().await);
+    let version = Arc::new(AtomicU64::new(0));
+    let cleared = Arc::new(AtomicU64::new(0));
+    let mut rng = Rng::new(seed);
+    let mut tasks = Vec::new();
+    for reader in 0..3 {
+        let (cache, version, cleared) = (cache.clone(), version.clone(), cleared.clone());
+        let mut rng = Rng::new(rng.next_u64());
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..100 {
+                let floor = cleared.load(Ordering::SeqCst);
+                let k = format!("ns:race:{}", rng.below(3));
+                let yields = 1 + rng.below(3);
+                let version = Arc::clone(&version);
+                let seen = cache
+                    .get_or_insert_with(k.as_str(), || async move {
+                        let seen = version.load(Ordering::SeqCst);
+                        for _ in 0..yields {
+                            tokio::task::yield_now().await;
+                        }
+                        Ok::<_, Infallible>(Loaded::new(seen))
+                    })
+                    .await
+                    .unwrap();
+                assert!(
+                    seen >= floor,
+                    "reader {reader}: {k} holds version {seen}, but a clear after version \
+                     {floor} had returned before the read began (seed {seed})"
+                );
+            }
+        }));
+    }
+    for _ in 0..30 {
+        let v = version.fetch_add(1, Ordering::SeqCst) + 1;
+        for _ in 0..rng.below(4) {
+            tokio::task::yield_now().await;
+        }
+        cache.clear().await.unwrap();
+        cleared.fetch_max(v, Ordering::SeqCst);
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    cache.stats().fills_rejected
+}
+
+/// A `clear` racing invalidations of the namespace's tags, on another handle: once both have
+/// returned, no entry from before is served on either handle, and fills with fresh tokens work.
+pub async fn clear_racing_invalidations_leaves_no_entry_from_before_it<H: Harness>(h: &H) {
+    let store = h.small_store().await;
+    let other = h.reopen(&store).await;
+    let tags: Vec<Tag> = (0..6).map(|i| tag(&Dep::id("row", i))).collect();
+    let keys: Vec<Key> = (0..60).map(|i| key(&format!("ns:mixed:{i}"))).collect();
+    for (i, k) in keys.iter().enumerate() {
+        let ttl = (i % 2 == 0).then_some(Duration::from_secs(3600));
+        store
+            .put(k, bytes("old"), &[tags[i % 6].clone()], ttl, None)
+            .await
+            .unwrap();
+    }
+    let Lookup::Miss(before) = store.get(&key("ns:mixed:new")).await.unwrap() else {
+        panic!("miss expected");
+    };
+    let barrier = Arc::new(tokio::sync::Barrier::new(tags.len() + 1));
+    let mut tasks = Vec::new();
+    for t in &tags {
+        let (other, t, barrier) = (other.clone(), t.clone(), Arc::clone(&barrier));
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            other.invalidate(std::slice::from_ref(&t)).await.unwrap();
+        }));
+    }
+    {
+        let (store, barrier) = (store.clone(), Arc::clone(&barrier));
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            store.clear().await.unwrap();
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    for handle in [&store, &other] {
+        for k in &keys {
+            assert_eq!(hit(handle, k).await, None, "{k} survived");
+            assert!(!handle.exists(k).await.unwrap(), "{k} exists");
+        }
+    }
+    let outcome = store
+        .put(&key("ns:mixed:new"), bytes("v"), &tags, None, Some(&before))
+        .await
+        .unwrap();
+    assert_eq!(outcome, PutOutcome::Stale, "a token from before the clear");
+    let Lookup::Miss(after) = other.get(&keys[0]).await.unwrap() else {
+        panic!("miss expected");
+    };
+    let outcome = other
+        .put(&keys[0], bytes("new"), &tags, None, Some(&after))
+        .await
+        .unwrap();
+    assert_eq!(outcome, PutOutcome::Stored);
+    assert_eq!(hit(&store, &keys[0]).await, Some(bytes("new")));
 }
