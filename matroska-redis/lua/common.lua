@@ -9,14 +9,13 @@ local NONCE = ARGV[3]
 if type(NONCE) ~= 'string' or not string.find(NONCE, '^%x%x%x%x%x%x%x%x$') then
   NONCE = '00000000'
 end
-local STATE = P .. ':seq'
 local META = P .. ':meta'
 local PENDING = P .. ':pending'
 local HUGE = math.huge
 -- The fill window on the sequence clock (microseconds), and how far the sequence number may lag
--- the server's clock before a script moves it on (a tenth of the window).
+-- the server's clock before a script moves it on (a hundredth of the window).
 local WINDOW_US = WINDOW * 1000
-local TICK_US = WINDOW * 100
+local TICK_US = WINDOW * 10
 -- How far in the future (server clock) a fill token may have been issued: a client's estimate of
 -- the server's clock is from below, so a later token means a clock that stepped back.
 local FUTURE_MS = 1000
@@ -71,19 +70,22 @@ local function unlink(keys)
 end
 
 -- ---------------------------------------------------------------------------------------------
--- The namespace state (P:seq): "seq=<n> safe=<u> gen=<generation>".
+-- The namespace state: fields `seq`, `safe` and `gen` of P:meta (named fields; tags, the other
+-- fields, always contain ':', these never do).
 
 local GEN = '^' .. string.rep('%d', 20) .. string.rep('%x', 8) .. '$'
 
-local function read_state(v)
-  if type(v) ~= 'string' then return nil end
-  local n, u, gen = string.match(v, '^seq=(%d+) safe=(%d+) gen=(%w+)$')
-  if not n or #n > 19 or #u > 19 or not string.find(gen, GEN) then return nil end
+local function read_state(n, u, gen)
+  if type(n) ~= 'string' or type(u) ~= 'string' or type(gen) ~= 'string' then return nil end
+  if not string.find(n, '^%d+$') or not string.find(u, '^%d+$') or #n > 19 or #u > 19
+    or not string.find(gen, GEN) then
+    return nil
+  end
   return { n = tonumber(n), u = tonumber(u), gen = gen, dirty = false }
 end
 
 local function write_state(ns)
-  redis.call('SET', STATE, 'seq=' .. int(ns.n) .. ' safe=' .. int(ns.u) .. ' gen=' .. ns.gen)
+  redis.call('HSET', META, 'seq', int(ns.n), 'safe', int(ns.u))
   ns.dirty = false
 end
 
@@ -148,50 +150,48 @@ local function write_rec(t, rec, ms, ns)
 end
 
 -- ---------------------------------------------------------------------------------------------
--- Opening the namespace: the state and the metadata must both exist and belong to the same
--- generation; otherwise one of them was lost (evicted, deleted, a restart) or written by someone
--- else, and the namespace starts a new generation: every entry filled before is a miss, every
--- fill token issued before is refused, every record and index of the old generation is ignored.
+-- Opening the namespace: P:meta must exist and hold a readable state; otherwise it was lost
+-- (evicted, deleted, a restart) or written by someone else, and the namespace starts a new
+-- generation: every entry filled before is a miss, every fill token issued before is refused,
+-- every record and index of the old generation is ignored.
 
--- A new generation. `old` is the previous state, if readable; `had_data` whether the old state or
+-- A new generation. `old` is the previous state, if readable; `had_data` whether the old
 -- metadata existed (then a walk removes what the old generation left); `into`, if given, is the
 -- namespace table to reset in place (callers that hold it see the new generation).
 local function bump(old, had_data, us, into)
   local n = us
   if old and old.n >= n then n = old.n + 1 end
   local ns = into or {}
-  ns.n, ns.u, ns.gen, ns.walked = n, n, pad(n) .. NONCE, 0
-  write_state(ns)
+  ns.n, ns.u, ns.gen, ns.walked, ns.dirty = n, n, pad(n) .. NONCE, 0, false
   redis.call('UNLINK', META)
-  redis.call('HSET', META, '#gen', ns.gen)
-  if had_data then redis.call('HSET', META, '#walk_wanted', int(n)) end
+  redis.call('HSET', META, 'seq', int(n), 'safe', int(n), 'gen', ns.gen)
+  if had_data then redis.call('HSET', META, 'walk_wanted', int(n)) end
   return ns
 end
 
 -- Reads the state (and the entry at `ekey`, if given) and the records of `tags`. Returns the
--- namespace (nil when it is unusable and `create` is false), the records (one per tag; nil when
--- the namespace was started anew) and the entry's value (false if none).
+-- namespace (nil when it is unusable and `create` is false), the records (one per tag) and the
+-- entry's value (false if none, or not a string).
 local function open(tags, create, ekey, us)
-  local keys = { STATE }
-  if ekey then keys[2] = ekey end
-  local got = mget(keys)
-  local ns = read_state(got[1])
-  local blob = got[2] or false
-  local fields = { '#gen', '#walked' }
-  for i, t in ipairs(tags) do fields[i + 2] = t end
+  local blob = false
+  if ekey then blob = redis.call('MGET', ekey)[1] end
+  local fields = { 'seq', 'safe', 'gen', 'walked' }
+  for i, t in ipairs(tags) do fields[i + 4] = t end
   local h = redis.pcall('HMGET', META, unpack(fields))
-  local ok = ns ~= nil and type(h) == 'table' and h.err == nil and h[1] == ns.gen
+  local readable = type(h) == 'table' and h.err == nil
+  local ns = readable and read_state(h[1], h[2], h[3]) or nil
   local recs = {}
+  local ok = ns ~= nil
   if ok then
-    ns.walked = tonumber(h[2]) or 0
+    ns.walked = tonumber(h[4]) or 0
     for i = 1, #tags do
-      recs[i] = read_rec(h[i + 2])
+      recs[i] = read_rec(h[i + 4])
       if not recs[i] then ok = false end
     end
   end
   if ok then return ns, recs, blob end
   if not create then return nil, nil, blob end
-  local had_data = got[1] ~= false or (type(h) == 'table' and (h.err ~= nil or h[1] ~= false))
+  local had_data = not readable or h[1] ~= false or h[2] ~= false or h[3] ~= false
   ns = bump(ns, had_data, us)
   for i = 1, #tags do recs[i] = read_rec(false) end
   return ns, recs, blob
@@ -215,8 +215,8 @@ end
 
 -- Asks for a walk of the namespace (see walk below) that starts after `seq`.
 local function want_walk(seq)
-  local wanted = tonumber(redis.call('HGET', META, '#walk_wanted')) or 0
-  if seq > wanted then redis.call('HSET', META, '#walk_wanted', int(seq)) end
+  local wanted = tonumber(redis.call('HGET', META, 'walk_wanted')) or 0
+  if seq > wanted then redis.call('HSET', META, 'walk_wanted', int(seq)) end
 end
 
 -- ---------------------------------------------------------------------------------------------
@@ -503,7 +503,7 @@ end
 -- every record's `since` < w obsolete: each entry that could be outside an index then was looked
 -- at. Returns true when no walk is left to do.
 local function walk(count, ms, us, ns)
-  local w = redis.call('HMGET', META, '#walk', '#walk_wanted')
+  local w = redis.call('HMGET', META, 'walk', 'walk_wanted')
   local cursor, start = string.match(w[1] or '', '^(%d+) (%d+)$')
   local wanted = tonumber(w[2]) or 0
   if not cursor then
@@ -514,7 +514,9 @@ local function walk(count, ms, us, ns)
   local e, t, r = P .. ':e:', P .. ':t:', P .. ':r:'
   local ekeys, names = {}, {}
   for _, key in ipairs(page[2]) do
-    if starts(key, e) then
+    if key == META or key == PENDING then
+      -- The namespace's own.
+    elseif starts(key, e) then
       ekeys[#ekeys + 1] = key
       names[#names + 1] = string.sub(key, #e + 1)
     elseif starts(key, t) then
@@ -527,8 +529,8 @@ local function walk(count, ms, us, ns)
       elseif not redis.pcall('ZSCORE', PENDING, key) then
         pending_add(0, key)
       end
-    elseif starts(key, P .. ':s:') or starts(key, P .. ':x:') then
-      -- Stamps and clear drains of versions before PROTOCOL.md.
+    elseif key == P .. ':seq' or starts(key, P .. ':s:') or starts(key, P .. ':x:') then
+      -- The state, stamps and clear drains of versions before PROTOCOL.md.
       redis.call('UNLINK', key)
     end
   end
@@ -551,24 +553,24 @@ local function walk(count, ms, us, ns)
     end
   end
   if page[1] == '0' then
-    redis.call('HSET', META, '#walked', start)
-    redis.call('HDEL', META, '#walk')
+    redis.call('HSET', META, 'walked', start)
+    redis.call('HDEL', META, 'walk')
     ns.walked = tonumber(start)
     return wanted <= ns.walked
   end
-  redis.call('HSET', META, '#walk', page[1] .. ' ' .. start)
+  redis.call('HSET', META, 'walk', page[1] .. ' ' .. start)
   return false
 end
 
 -- One step of pruning records: an HSCAN of `count` fields of P:meta (a cursor kept in it), each
 -- record that protects nothing any more is removed. Returns true when the pass is complete.
 local function prune(count, ms, ns)
-  local cursor = redis.call('HGET', META, '#prune') or '0'
+  local cursor = redis.call('HGET', META, 'prune') or '0'
   local page = redis.call('HSCAN', META, cursor, 'COUNT', count)
   local fields = page[2]
   for i = 1, #fields, 2 do
     local t = fields[i]
-    if string.byte(t, 1) ~= 35 then -- '#': the hash's own fields
+    if string.find(t, ':', 1, true) then -- a tag (the hash's own fields have no ':')
       local rec = read_rec(fields[i + 1])
       if rec then
         rec = settle(rec, ms, ns.walked)
@@ -576,6 +578,6 @@ local function prune(count, ms, ns)
       end
     end
   end
-  redis.call('HSET', META, '#prune', page[1])
+  redis.call('HSET', META, 'prune', page[1])
   return page[1] == '0'
 end

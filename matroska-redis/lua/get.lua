@@ -1,9 +1,9 @@
 -- ---------------------------------------------------------------------------------------------
 -- get(KEYS[1] = P:e:<key>; ARGV: P, window, nonce, key)
--- The read for what the client's plain MGET of the entry and the state cannot decide alone: an
--- entry filled before the safe mark or of another generation, a namespace that does not exist
--- yet (or was lost), or a miss while the client has no recent reading of the server's clock (or
--- the sequence number lags it by more than a tick). A hit returns the entry (the client takes
+-- The read for what the client's plain read of the entry and the namespace state cannot decide
+-- alone: an entry filled before the safe mark or of another generation, a namespace that does not
+-- exist yet (or was lost), or a miss while the client has no recent reading of the server's clock
+-- (or the sequence number lags it by more than a tick). A hit returns the entry (the client takes
 -- the value out of it); a miss returns the fill token {seq, generation, server time in ms}.
 local k = ARGV[4]
 local ms, us = now()

@@ -1,5 +1,5 @@
 -- ---------------------------------------------------------------------------------------------
--- invalidate(KEYS[1] = P:seq; ARGV: P, window, nonce, budget, grace ms, defer (0/1), tag...)
+-- invalidate(KEYS[1] = P:meta; ARGV: P, window, nonce, budget, grace ms, defer (0/1), tag...)
 -- 1. seq moves past every value seen (seq + 1, the server time in µs, each tag's stamp), so it
 --    never goes backwards;
 -- 2. each tag is stamped with it: from now on put refuses tokens issued before, and reads refuse

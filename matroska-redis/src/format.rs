@@ -8,7 +8,7 @@ pub(crate) const GEN_LEN: usize = 28;
 /// The fixed part of an entry: q (20 digits), the generation, the kind, the tags' length (8).
 pub(crate) const HEADER_LEN: usize = 20 + GEN_LEN + 1 + 8;
 
-/// The namespace state, `seq=<n> safe=<u> gen=<generation>`.
+/// The namespace state: the fields `seq`, `safe` and `gen` of the namespace's metadata.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct State<'a> {
     /// The sequence number: the namespace's clock.
@@ -20,18 +20,28 @@ pub(crate) struct State<'a> {
 }
 
 impl<'a> State<'a> {
-    /// Parses the state; `None` for anything the scripts would not accept either (they then
-    /// start a new generation).
-    pub(crate) fn parse(text: &'a [u8]) -> Option<Self> {
-        let text = std::str::from_utf8(text).ok()?;
-        let rest = text.strip_prefix("seq=")?;
-        let (seq, rest) = rest.split_once(" safe=")?;
-        let (safe, gen_id) = rest.split_once(" gen=")?;
+    /// Parses the state from the values of `seq`, `safe` and `gen`; `None` for anything the
+    /// scripts would not accept either (they then start a new generation).
+    pub(crate) fn parse(seq: &[u8], safe: &[u8], gen_id: &'a [u8]) -> Option<Self> {
         Some(Self {
-            seq: number(seq.as_bytes(), 19)?,
-            safe: number(safe.as_bytes(), 19)?,
-            gen_id: is_gen(gen_id.as_bytes()).then_some(gen_id)?,
+            seq: number(seq, 19)?,
+            safe: number(safe, 19)?,
+            gen_id: std::str::from_utf8(gen_id)
+                .ok()
+                .filter(|g| is_gen(g.as_bytes()))?,
         })
+    }
+
+    /// Parses the state from an `HMGET seq safe gen` reply.
+    pub(crate) fn from_fields(fields: &'a [redis::Value]) -> Option<Self> {
+        match fields {
+            [
+                redis::Value::BulkString(seq),
+                redis::Value::BulkString(safe),
+                redis::Value::BulkString(gen_id),
+            ] => Self::parse(seq, safe, gen_id),
+            _ => None,
+        }
     }
 }
 
@@ -90,10 +100,8 @@ fn is_gen(text: &[u8]) -> bool {
 mod tests {
     use super::*;
 
-    const GEN: &str = "0000001733000000000001234abcd";
-
     fn gen_id() -> &'static str {
-        &GEN[1..]
+        "000001733000000000001234abcd"
     }
 
     fn entry(q: &str, kind: &str, tags: &[u8], value: &[u8]) -> Vec<u8> {
@@ -143,19 +151,29 @@ mod tests {
 
     #[test]
     fn the_state_parses_and_foreign_ones_do_not() {
-        let text = format!("seq=17 safe=12 gen={}", gen_id());
-        let state = State::parse(text.as_bytes()).unwrap();
+        let state = State::parse(b"17", b"12", gen_id().as_bytes()).unwrap();
         assert_eq!((state.seq, state.safe, state.gen_id), (17, 12, gen_id()));
-        for bad in [
-            String::new(),
-            "17 12 3 0 1700-abcd".to_owned(),
-            format!("seq=x safe=12 gen={}", gen_id()),
-            format!("seq=17 safe=12 gen={}x", gen_id()),
-            format!("seq=17 safe=12 gen={} extra", gen_id()),
-            format!("seq=17 gen={}", gen_id()),
-            format!("seq=99999999999999999999 safe=1 gen={}", gen_id()),
+        let bulk = |b: &[u8]| redis::Value::BulkString(b.to_vec());
+        let fields = [bulk(b"17"), bulk(b"12"), bulk(gen_id().as_bytes())];
+        assert_eq!(State::from_fields(&fields), Some(state));
+        let long = format!("{}x", gen_id());
+        for (seq, safe, gen_id) in [
+            (&b""[..], &b"1"[..], gen_id().as_bytes()),
+            (b"x", b"1", gen_id().as_bytes()),
+            (b"-1", b"1", gen_id().as_bytes()),
+            (b"1", b"1", long.as_bytes()),
+            (b"1", b"1", &gen_id().as_bytes()[1..]),
+            (b"99999999999999999999", b"1", gen_id().as_bytes()),
         ] {
-            assert_eq!(State::parse(bad.as_bytes()), None, "{bad:?}");
+            assert_eq!(
+                State::parse(seq, safe, gen_id),
+                None,
+                "{seq:?} {safe:?} {gen_id:?}"
+            );
         }
+        assert_eq!(
+            State::from_fields(&[redis::Value::Nil, bulk(b"1"), bulk(gen_id().as_bytes())]),
+            None
+        );
     }
 }

@@ -84,11 +84,11 @@ struct Inner {
     /// The fill window in ms, as the scripts take it.
     window_ms: String,
     /// How far (µs) the namespace's sequence number may lag the server's clock for a plain
-    /// read's miss to use it in a fill token: a tenth of the fill window, as `TICK_US` in
+    /// read's miss to use it in a fill token: a hundredth of the fill window, as `TICK_US` in
     /// `lua/common.lua`.
     tick_us: u64,
-    /// The key of the namespace's state.
-    seq_key: String,
+    /// The key of the namespace's metadata (its state and the tag records).
+    meta_key: String,
     /// The server's clock, as last read: for the fill tokens of misses served by the plain read.
     clock: ServerClock,
 }
@@ -137,13 +137,13 @@ impl RedisStore {
         Self {
             inner: Arc::new(Inner {
                 conn,
-                seq_key: layout.seq(),
+                meta_key: layout.meta(),
                 layout,
                 config,
                 address,
                 nonce: nonce(),
                 window_ms: window.to_string(),
-                tick_us: window.saturating_mul(100),
+                tick_us: window.saturating_mul(10),
                 clock: ServerClock::default(),
             }),
         }
@@ -156,7 +156,7 @@ impl RedisStore {
     /// ```no_run
     /// # async fn example() -> matroska_core::Result<()> {
     /// let store = matroska_redis::RedisStore::builder("redis://127.0.0.1").prefix("shop").build().await?;
-    /// assert_eq!(store.layout().seq(), "{shop}:seq");
+    /// assert_eq!(store.layout().meta(), "{shop}:meta");
     /// # Ok(()) }
     /// ```
     pub fn layout(&self) -> &KeyLayout {
@@ -381,7 +381,7 @@ impl RedisStore {
         let mut steps = 0_u32;
         loop {
             let mut inv = self.invocation(script);
-            inv.key(&self.inner.seq_key).arg(count);
+            inv.key(&self.inner.meta_key).arg(count);
             steps += 1;
             match self.eval(operation, &inv).await? {
                 Value::Int(1) => return Ok(steps),
@@ -408,7 +408,7 @@ impl RedisStore {
         let mut rounds = 0_u32;
         for batch in tags.chunks(TAGS_PER_SCRIPT) {
             let mut inv = self.invocation(&scripts::INVALIDATE);
-            inv.key(&inner.seq_key)
+            inv.key(&inner.meta_key)
                 .arg(inner.config.reclaim_chunk)
                 .arg(GRACE_MS)
                 .arg(if defer { "1" } else { "0" });
@@ -500,15 +500,29 @@ impl Store for RedisStore {
     async fn get(&self, key: &Key) -> Result<Lookup> {
         let inner = &self.inner;
         let entry_key = inner.layout.entry(key);
-        let mut cmd = redis::cmd("MGET");
-        cmd.arg(&entry_key).arg(&inner.seq_key);
-        if let Value::Array(mut items) = self.command::<Value>("get", &cmd).await?
-            && let (Some(Value::BulkString(state)), Some(entry), None) =
-                (items.pop(), items.pop(), items.pop())
-            && let Some(state) = State::parse(&state)
-        {
-            match entry {
-                Value::BulkString(blob) => {
+        // One round trip: the entry (MGET: nil for a key of another type) and the state.
+        let mut pipe = redis::pipe();
+        pipe.cmd("MGET")
+            .arg(&entry_key)
+            .cmd("HMGET")
+            .arg(&inner.meta_key)
+            .arg("seq")
+            .arg("safe")
+            .arg("gen");
+        let mut conn = inner.conn.clone();
+        let reply: redis::RedisResult<(Vec<Value>, Vec<Value>)> = pipe.query_async(&mut conn).await;
+        let (mut entry, fields) = match reply {
+            Ok(reply) => reply,
+            // Another program's key of another type where the metadata belongs: the script
+            // decides (it starts a new generation).
+            Err(err) if !crate::error::is_transient(&err) => {
+                return self.get_checked(key, entry_key).await;
+            }
+            Err(err) => return Err(backend("get", err)),
+        };
+        if let Some(state) = State::from_fields(&fields) {
+            match entry.pop() {
+                Some(Value::BulkString(blob)) => {
                     if let Some(parsed) = Entry::parse(&blob)
                         && Self::plain_hit(&state, &parsed)
                     {
@@ -516,7 +530,7 @@ impl Store for RedisStore {
                         return Ok(Lookup::Hit(Bytes::from(blob).slice(at..)));
                     }
                 }
-                Value::Nil => {
+                Some(Value::Nil) => {
                     if let Some(token) = self.plain_token(&state) {
                         return Ok(Lookup::Miss(token));
                     }
@@ -597,7 +611,7 @@ impl Store for RedisStore {
 
     async fn clear(&self) -> Result<()> {
         let mut inv = self.invocation(&scripts::CLEAR);
-        inv.key(&self.inner.seq_key);
+        inv.key(&self.inner.meta_key);
         int("clear", &self.eval("clear", &inv).await?)?;
         let steps = self.run_to_end("clear", &scripts::WALK, WALK_COUNT).await?;
         tracing::debug!(steps, "redis store: cleared the namespace");

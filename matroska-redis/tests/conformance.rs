@@ -76,6 +76,31 @@ impl Harness for RedisHarness {
         store.reclaim().await.unwrap();
     }
 
+    /// What an eviction of the key holding the stamp does: every tag's record lives in the
+    /// namespace's metadata hash, so the whole hash goes (and the namespace starts a new
+    /// generation at its next script).
+    async fn lose_stamp(&self, store: &RedisStore, _tag: &Tag) -> bool {
+        let mut conn = store.connection();
+        let _: u64 = redis::cmd("DEL")
+            .arg(store.layout().meta())
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        true
+    }
+
+    /// What an eviction of the namespace state does: it lives in the same metadata hash as the
+    /// records.
+    async fn lose_state(&self, store: &RedisStore) -> bool {
+        let mut conn = store.connection();
+        let _: u64 = redis::cmd("DEL")
+            .arg(store.layout().meta())
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        true
+    }
+
     fn fill_window(&self) -> Duration {
         FILL_WINDOW
     }

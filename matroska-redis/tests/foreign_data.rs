@@ -197,13 +197,53 @@ async fn unreadable_namespace_state_starts_a_new_generation() {
     let Lookup::Miss(old) = s.store.get(&key("fill")).await.unwrap() else {
         panic!("expected a miss");
     };
-    for garbage in ["", "garbage", "1 2 3", "seq=x safe=y gen=z"] {
-        let _: () = redis::cmd("SET")
-            .arg(s.store.layout().seq())
-            .arg(garbage)
-            .query_async(&mut s.conn)
-            .await
-            .unwrap();
+    let meta = s.store.layout().meta();
+    let generation: String = redis::cmd("HGET")
+        .arg(&meta)
+        .arg("gen")
+        .query_async(&mut s.conn)
+        .await
+        .unwrap();
+    let garbles: Vec<(&str, Vec<(&str, String)>)> = vec![
+        ("seq", vec![("seq", "x".to_owned())]),
+        ("safe", vec![("safe", String::new())]),
+        ("gen", vec![("gen", format!("{generation}0"))]),
+        ("gen", vec![("gen", "z".repeat(28))]),
+        ("seq", vec![("seq", "9".repeat(30))]),
+        ("a tag's record", vec![("g:other", "garbage".to_owned())]),
+        ("a string", vec![]),
+    ];
+    for (garbage, fields) in garbles {
+        if fields.is_empty() {
+            let _: () = redis::cmd("SET")
+                .arg(&meta)
+                .arg("not a hash")
+                .query_async(&mut s.conn)
+                .await
+                .unwrap();
+        }
+        for (field, value) in fields {
+            let _: () = redis::cmd("HSET")
+                .arg(&meta)
+                .arg(field)
+                .arg(value)
+                .query_async(&mut s.conn)
+                .await
+                .unwrap();
+        }
+        if garbage == "a tag's record" {
+            // A record is read by the scripts that need it: a put of an entry carrying the tag.
+            s.store
+                .put(
+                    &key("other"),
+                    v("o"),
+                    &[tag(&Dep::tag("other"))],
+                    None,
+                    None,
+                )
+                .await
+                .unwrap();
+        }
         assert_eq!(hit(&s.store, &key("k")).await, None, "state {garbage:?}");
         let outcome = s
             .store

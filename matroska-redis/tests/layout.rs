@@ -51,8 +51,8 @@ async fn zscore(conn: &mut MultiplexedConnection, key: &str, member: &[u8]) -> O
 }
 
 /// The scripts build the same key names as `KeyLayout`: entries are strings, indexes sorted sets
-/// holding the key and the generation's sentinel, the metadata a hash holding the generation and
-/// the tag's record, the namespace state a string naming the same generation.
+/// holding the key and the generation's sentinel, the metadata a hash holding the namespace state
+/// and the tag's record; every entry names the generation it was filled in.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scripts_and_key_layout_agree() {
     let Some(mut s) = Scratch::new(256).await else {
@@ -83,20 +83,22 @@ async fn scripts_and_key_layout_agree() {
     assert_eq!(kind(layout.entry(&k)).await, "string");
     assert_eq!(kind(layout.index(&t)).await, "zset");
     assert_eq!(kind(layout.meta()).await, "hash");
-    assert_eq!(kind(layout.seq()).await, "string");
-    let state: String = redis::cmd("GET")
-        .arg(layout.seq())
-        .query_async(&mut s.conn)
-        .await
-        .unwrap();
-    let generation = state.rsplit_once(" gen=").unwrap().1.to_owned();
-    let meta_gen: String = redis::cmd("HGET")
+    let generation: String = redis::cmd("HGET")
         .arg(layout.meta())
-        .arg("#gen")
+        .arg("gen")
         .query_async(&mut s.conn)
         .await
         .unwrap();
-    assert_eq!(meta_gen, generation, "{state}");
+    let entry: Vec<u8> = redis::cmd("GET")
+        .arg(layout.entry(&k))
+        .query_async(&mut s.conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        &entry[20..48],
+        generation.as_bytes(),
+        "the entry's generation"
+    );
     assert!(
         zscore(&mut s.conn, &layout.index(&t), k.as_str().as_bytes())
             .await
@@ -112,7 +114,7 @@ async fn scripts_and_key_layout_agree() {
     assert_eq!(record.stamp, 0);
     assert!(matches!(record.index_until, Some(Some(_))), "{record:?}");
     // Nothing else was created, and everything is under the namespace's hash tag.
-    assert_eq!(s.keys().await, 4);
+    assert_eq!(s.keys().await, 3);
     s.store.invalidate(std::slice::from_ref(&t)).await.unwrap();
     assert!(!exists(&mut s.conn, &layout.entry(&k)).await);
     assert!(!exists(&mut s.conn, &layout.index(&t)).await);
@@ -296,8 +298,8 @@ async fn dead_members_are_pruned() {
     );
 }
 
-/// A clear leaves only the namespace's state and metadata (the old generation's entries,
-/// indexes and records are gone), however large the indexes.
+/// A clear leaves only the namespace's metadata (the old generation's entries, indexes and
+/// records are gone), however large the indexes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clear_leaves_only_the_namespace_state() {
     let Some(mut s) = Scratch::new(50).await else {
@@ -316,7 +318,7 @@ async fn a_clear_leaves_only_the_namespace_state() {
         .await
         .unwrap();
     s.store.clear().await.unwrap();
-    assert_eq!(s.keys().await, 2, "the state and the metadata");
+    assert_eq!(s.keys().await, 1, "the metadata");
     assert_eq!(hit(&s.store, &key("c:1")).await, None);
     s.store
         .put(&key("c:1"), v("w"), std::slice::from_ref(&t), None, None)
@@ -325,7 +327,7 @@ async fn a_clear_leaves_only_the_namespace_state() {
     assert_eq!(hit(&s.store, &key("c:1")).await, Some(v("w")));
 }
 
-/// `remove_namespace` deletes every key of the namespace (entries, indexes, metadata, state)
+/// `remove_namespace` deletes every key of the namespace (entries, indexes, metadata)
 /// and nothing of another; a fill token from before is refused, and the store works on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remove_namespace_deletes_every_key_and_only_those() {
