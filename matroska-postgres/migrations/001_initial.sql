@@ -4,7 +4,7 @@
 --   {{schema}}       the quoted schema identifier, e.g. "matroska"
 --   {{persistence}}  UNLOGGED (the default) or nothing (LOGGED)
 --
--- The protocol (DESIGN.md section 5), in PostgreSQL terms:
+-- The protocol (PROTOCOL-store.md, next to this directory), in PostgreSQL terms:
 --   * an invalidation appends one stamp row per tag, recording the invalidating transaction
 --     (pg_current_xact_id()); no row is ever updated by two writers, so writers invalidating the
 --     same tag never wait on each other, even inside long transactions (change-capture triggers);
@@ -21,8 +21,9 @@
 -- lacks (usually none: a re-put or a refill finds its rows in place), an invalidation removes
 -- entries but not their index rows (the next fill of the key reuses them), and cleanup removes
 -- the rows left over (strays). entries.tags is authoritative; a stray row never removes an
--- entry that does not carry its tag, and a missing row only delays reclaiming an entry, which
--- its stamps keep from being served.
+-- entry that does not carry its tag. A missing row is not enough for an invalidation to find the
+-- entry: its stamps keep it from being served, and (from schema version 2 on, see
+-- 002_cleanup_pass.sql) cleanup finds it through entries.tags before it prunes them.
 --
 -- The statements of the hot paths (get, put, invalidate) are plain SQL sent by the store as
 -- prepared statements (see src/sql.rs); the functions below are the SQL-callable API
@@ -179,6 +180,8 @@ END
 $$;
 
 -- One bounded round of housekeeping; `PgStore::cleanup` calls it until `more` is false.
+-- (Replaced by schema version 2, 002_cleanup_pass.sql: this version's sweep found a tag's
+-- dependents through the index only, so pruning could revive an entry whose index row was lost.)
 --   expired: expired entries removed (at most p_budget), with their index rows;
 --   swept:   entries removed by the sweeps that precede pruning a stamp;
 --   pruned:  stamps removed. A stamp is confirmed when cleanup first sees it committed and pruned

@@ -22,14 +22,17 @@ use crate::store::PgStore;
 pub struct CleanupReport {
     /// Expired entries removed (FastPgCache's `cleanup()` count).
     pub expired: u64,
-    /// Entries removed by the sweeps that precede pruning a stamp: entries older than an
-    /// invalidation made inside a writer's transaction (which only stamps), fills that raced with
-    /// an invalidation, entries left behind by an interrupted `clear()`.
+    /// Entries removed by the pass over every entry that precedes pruning stamps: entries a
+    /// committed stamp hides (older than an invalidation made inside a writer's transaction,
+    /// which only stamps; fills that raced with an invalidation; dependents an interrupted
+    /// invalidation or `clear()` left behind, or that an invalidation missed through a lost index
+    /// row).
     pub swept: u64,
     /// Stray rows removed from the tag index (rows whose entry is gone or no longer carries the
     /// tag: an invalidation leaves its entries' index rows for the next fill of the key).
     pub strays: u64,
-    /// Invalidation stamps pruned (older than two fill windows, their dependents swept).
+    /// Invalidation stamps pruned: confirmed more than two fill windows before a pass over every
+    /// entry began, deleted once the pass is complete.
     pub stamps_pruned: u64,
     /// Statements run (each touches at most `batch_size` rows per step).
     pub rounds: u32,

@@ -437,27 +437,35 @@ mod tests {
 
     #[tokio::test]
     async fn refreshes_before_expiry() {
+        // Far from the expiry (an hour left, refreshed 10 minutes before it): reused. The two
+        // calls would have to be 50 minutes apart for this to fail.
         let (provider, cache) = cache(
             Counting {
                 ttl: Some(Duration::from_secs(3600)),
                 ..Counting::default()
             },
-            Duration::from_secs(3599),
+            Duration::from_secs(600),
         );
         cache.current().await.unwrap();
         cache.current().await.unwrap();
         assert_eq!(provider.calls.load(Ordering::SeqCst), 1);
-        // Within the margin of the expiry: refreshed.
-        let (provider, cache) = self::cache(
-            Counting {
-                ttl: Some(Duration::from_secs(60)),
-                ..Counting::default()
-            },
-            Duration::from_secs(120),
-        );
-        cache.current().await.unwrap();
-        cache.current().await.unwrap();
-        assert_eq!(provider.calls.load(Ordering::SeqCst), 2);
+        // Within the margin of the expiry, from the start: refreshed every time.
+        for (ttl, margin) in [(60, 120), (600, 600)] {
+            let (provider, cache) = self::cache(
+                Counting {
+                    ttl: Some(Duration::from_secs(ttl)),
+                    ..Counting::default()
+                },
+                Duration::from_secs(margin),
+            );
+            cache.current().await.unwrap();
+            cache.current().await.unwrap();
+            assert_eq!(
+                provider.calls.load(Ordering::SeqCst),
+                2,
+                "ttl {ttl}, margin {margin}"
+            );
+        }
     }
 
     #[tokio::test]

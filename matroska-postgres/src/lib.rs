@@ -3,9 +3,9 @@
 //! [`PgStore`] is a [`matroska_core::Store`]: put it under a [`matroska_core::Cache`] and cached
 //! values depend on rows, invalidated when those rows change, with race-safe fills, all in the
 //! PostgreSQL you already run. It covers FastPgCache's API (see the README's migration table)
-//! without its faults: one round trip per operation, reads that never write, a pool that waits
-//! instead of failing, and credential rotation that neither deadlocks nor disturbs open
-//! connections.
+//! without its faults: one round trip per operation, reads that never write (but for the first
+//! miss after a crash, which recreates the epoch row), a pool that waits instead of failing, and
+//! credential rotation that neither deadlocks nor disturbs open connections.
 //!
 //! ```no_run
 //! use std::time::Duration;

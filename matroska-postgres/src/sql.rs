@@ -3,16 +3,16 @@
 //! Every operation is one plain statement, sent as a prepared statement (planned once per
 //! connection: `plan_cache_mode=force_generic_plan`) on a pooled connection in autocommit: one
 //! statement and one round trip. The hot paths (get, put, invalidate) call no PL/pgSQL except on
-//! a miss (`miss_token()`, for the fill token) and in the rare error branch of a fill
-//! (`token_expired()`); `cleanup` is a function (background work).
+//! a miss (`miss_token()`, for the fill token) and in the rare error branch of a put that outlived
+//! the fill window (`token_expired()`); `cleanup` is a function (background work).
 //!
 //! Every statement is shaped so that its plan touches as few relations and nodes as possible:
 //! each executor node and each relation costs a few microseconds per call, which is the whole
 //! difference with a bare primary-key `SELECT`.
 //!
-//! The reverse index (`tags`) is maintained lazily (see `migrations/001_initial.sql`): puts add
-//! the rows they lack, invalidations leave them for the next fill of the key, cleanup removes the
-//! strays.
+//! The reverse index (`tags`) is maintained lazily (see `PROTOCOL-store.md`, the protocol note
+//! in the `PgStore` documentation): puts add the rows they lack, invalidations leave them for the
+//! next fill of the key, cleanup removes the strays.
 
 use crate::schema::SchemaName;
 

@@ -45,7 +45,8 @@ const MAX_ROUNDS: u32 = 10_000;
 /// (see the `{schema}.invalidate(text[])` SQL function) and still no fill that overlapped it
 /// survives its commit.
 ///
-/// Clones share the pool. See the crate documentation for setup, credentials and cleanup.
+/// Clones share the pool. See the crate documentation for setup, credentials and cleanup, and
+/// the protocol below for what each table holds and why no entry survives an invalidation.
 ///
 /// # Examples
 ///
@@ -67,6 +68,8 @@ const MAX_ROUNDS: u32 = 10_000;
 /// assert_eq!(cache.get::<String>("article:5").await?, None);
 /// # Ok(()) }
 /// ```
+///
+#[doc = include_str!("../PROTOCOL-store.md")]
 #[derive(Clone)]
 pub struct PgStore {
     inner: Arc<Inner>,
@@ -299,12 +302,17 @@ impl PgStore {
         migrate::migrate(client, &inner.schema, inner.persistence, inner.fill_window).await
     }
 
-    /// Removes expired entries, entries left behind by [`clear`](Store::clear), and stamps that
+    /// Removes expired entries, entries that invalidations hide but did not remove (an
+    /// invalidation inside a writer's transaction only stamps; an interrupted one, or one that
+    /// missed an entry through a lost index row, leaves some), stray index rows, and stamps that
     /// are no longer needed: in rounds of short statements touching at most `batch_size` rows
     /// each, until nothing is left (FastPgCache's `cleanup()`).
     ///
-    /// Expired entries are never served whether or not this runs; it reclaims space, and keeps
-    /// the stamp table small. Run it periodically: [`spawn_cleanup`](Self::spawn_cleanup).
+    /// Nothing it removes is ever served, whether or not it runs; without it, those rows and
+    /// the stamps stay. Stamps are pruned after a pass over every entry (at most one pass per
+    /// two fill windows), so that pruning never makes an invalidated entry readable again; see
+    /// the protocol in the [`PgStore`] documentation. Run it periodically:
+    /// [`spawn_cleanup`](Self::spawn_cleanup).
     ///
     /// # Errors
     ///

@@ -316,7 +316,7 @@ async fn cleanup_removes_stray_index_rows_and_keeps_the_others() {
             .unwrap();
         assert_eq!(store.invalidate(std::slice::from_ref(&c)).await.unwrap(), 2);
         store
-            .put(&kept, bytes("v"), &[b.clone()], None, None)
+            .put(&kept, bytes("v"), std::slice::from_ref(&b), None, None)
             .await
             .unwrap();
         // Strays: (b, retagged), (c, invalidated), (c, kept). In place: (a, retagged), (b, kept).

@@ -1,12 +1,17 @@
 //! Credential rotation against a real server: the role's password changes while requests run.
 //!
-//! Needs `MATROSKA_TEST_POSTGRES_URL` with a superuser (run `./scripts/test`). The private server
-//! of `scripts/with-servers` enforces scram-sha-256 for every role but `postgres`, so a stale
-//! password is really rejected and the recovery path (drop the credential, ask the provider
-//! again, retry with backoff) is exercised and asserted. On a server that trusts every login
-//! (such as a developer's 127.0.0.1 with `trust`) authentication cannot fail: the test then
-//! checks what it can (a fresh credential per new connection, no failed request) and says so;
-//! set `MATROSKA_TEST_REQUIRE_SCRAM=1` to make that a failure instead.
+//! Needs `MATROSKA_TEST_POSTGRES_URL` with a role that may create roles (run `./scripts/test`).
+//! The test creates its own login role with a password (on any server, also a shared one such
+//! as a developer's 127.0.0.1:5432) and first checks that the server rejects a wrong password
+//! for it. The private server of `scripts/with-servers` requires scram-sha-256 for every role
+//! but `postgres` over TCP, so a stale password is really rejected and the recovery path (drop
+//! the credential, ask the provider again, retry with backoff) is exercised and asserted.
+//!
+//! A server that trusts the role's logins (`trust` in `pg_hba.conf`) cannot reject a credential.
+//! When servers are required (`MATROSKA_TEST_REQUIRE_SERVERS` or `CI` set, as `./scripts/test`
+//! does, or `MATROSKA_TEST_REQUIRE_SCRAM=1`) the test then fails, naming the missing `hba`
+//! line; otherwise it checks what it can (a fresh credential per new connection, no failed
+//! request) and says that the rejection was not shown.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -79,15 +84,14 @@ async fn run(url: String, role: String, schema: String) {
     let admin = connect(&url).await;
     let scram = password_is_checked(&url, &role).await;
     if !scram {
-        let required = std::env::var("MATROSKA_TEST_REQUIRE_SCRAM").is_ok_and(|v| v == "1");
-        assert!(
-            !required,
-            "the server does not check passwords (trust auth)"
+        let why = format!(
+            "the server at {URL_VAR} accepts any password for role {role} (trust authentication), \
+             so a rejected credential cannot be shown; use ./scripts/test (its private server \
+             requires scram-sha-256 for every role but postgres), or add \
+             `host all all 127.0.0.1/32 scram-sha-256` after the superuser's line in pg_hba.conf"
         );
-        eprintln!(
-            "note: this server trusts every login, so a rejected credential cannot be provoked; \
-             checking rotation without it (run ./scripts/test for the full test)"
-        );
+        assert!(!rejection_required(), "{why}");
+        eprintln!("note: {why}; checking rotation without a rejection");
     }
 
     let password = Arc::new(Mutex::new("first-1".to_owned()));
@@ -232,6 +236,20 @@ async fn work(w: u64, store: PgStore, stop: Arc<AtomicBool>, done: Arc<AtomicU64
         done.fetch_add(1, Ordering::SeqCst);
         i += 1;
     }
+}
+
+/// Whether the rejection of a stale credential must be shown: servers are required (as in CI),
+/// or `MATROSKA_TEST_REQUIRE_SCRAM=1`.
+fn rejection_required() -> bool {
+    let set =
+        |var: &str| std::env::var(var).is_ok_and(|v| !v.is_empty() && v != "0" && v != "false");
+    [
+        "MATROSKA_TEST_REQUIRE_SERVERS",
+        "CI",
+        "MATROSKA_TEST_REQUIRE_SCRAM",
+    ]
+    .iter()
+    .any(|var| set(var))
 }
 
 /// Whether the server rejects a wrong password for `role` (scram), or lets anyone in (trust).

@@ -250,7 +250,8 @@ async fn a_put_held_past_the_fill_window_stores_nothing() {
             };
             let waiting = blocked_by(schemas.admin(), pid, 1).await;
             // Wait on the server's clock until the put's statement is older than the window.
-            let age = "SELECT clock_timestamp() - query_start > $2::bigint * interval '1 millisecond'
+            let age =
+                "SELECT clock_timestamp() - query_start > $2::bigint * interval '1 millisecond'
                        FROM pg_stat_activity WHERE pid = $1";
             let window_ms = i64::try_from(window.as_millis()).unwrap();
             eventually(
