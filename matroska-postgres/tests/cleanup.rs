@@ -1,7 +1,6 @@
-//! PgStore housekeeping against a real server: `cleanup()` reclaims expired entries, sweeps the
-//! dependents of invalidations, prunes stamps and removes stray index rows, and never makes an
-//! invalidated entry readable again, whatever metadata was lost and however an invalidation was
-//! interrupted.
+//! PgStore housekeeping against a real server: `cleanup()` reclaims expired entries, removes
+//! stray index rows, and finishes invalidations that were interrupted, which stay misses before
+//! and after. Stamp pruning: `tests/pruning.rs`.
 //!
 //! Needs `MATROSKA_TEST_POSTGRES_URL` (run `./scripts/test`, which starts a private server).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::too_many_lines)]
@@ -15,174 +14,9 @@ use matroska_core::Dep;
 use matroska_core::store::{PutOutcome, Store};
 use matroska_testkit::support::{bytes, eventually, hit, key, tag};
 use support::{
-    assert_all_miss, blocked_by, cleanup_until_pruned, connect, fan_out, hold, locker, miss, rows,
+    assert_all_miss, blocked_by, cleanup_until_pruned, fan_out, hold, locker, miss, rows,
     with_schemas,
 };
-
-/// Defect 11: with the index row of an entry lost, an invalidation removes nothing (reads are
-/// misses thanks to the stamp); cleanup must still find the entry, through `entries.tags`, before
-/// it prunes the stamp, or the entry would be served again with its pre-invalidation value.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cleanup_never_revives_an_invalidated_entry_whose_index_row_was_lost() {
-    with_schemas(|schemas| async move {
-        let store = schemas.store("matroska_lost").await;
-        let s = store.schema().quoted();
-        let admin = schemas.admin();
-        let (t, other) = (tag(&Dep::id("article", 1)), tag(&Dep::id("article", 2)));
-        let (k, control) = (key("lost:page"), key("lost:control"));
-        store
-            .put(&k, bytes("old"), std::slice::from_ref(&t), None, None)
-            .await
-            .unwrap();
-        store
-            .put(
-                &control,
-                bytes("kept"),
-                std::slice::from_ref(&other),
-                None,
-                None,
-            )
-            .await
-            .unwrap();
-        let lost = admin
-            .execute(
-                &format!("DELETE FROM {s}.tags WHERE tag = $1"),
-                &[&t.as_str()],
-            )
-            .await
-            .unwrap();
-        assert_eq!(lost, 1, "the index row was there to lose");
-
-        assert_eq!(
-            store.invalidate(std::slice::from_ref(&t)).await.unwrap(),
-            0,
-            "without its index row the invalidation finds nothing to remove"
-        );
-        assert_eq!(hit(&store, &k).await, None, "the stamp hides the entry");
-
-        let report = cleanup_until_pruned(&store, 1).await;
-        assert_eq!(
-            hit(&store, &k).await,
-            None,
-            "cleanup pruned the stamp ({report:?}) and the invalidated entry is served again"
-        );
-        assert!(report.swept >= 1, "the entry was swept: {report:?}");
-        assert_eq!(rows(admin, &store, "stamps").await, 0);
-        assert_eq!(hit(&store, &control).await, Some(bytes("kept")));
-    })
-    .await;
-}
-
-/// Defect 11 through the SQL function change-capture triggers call: it only stamps, inside the
-/// writer's transaction; the dependent whose index row was lost must stay a miss after cleanup
-/// pruned the stamp.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cleanup_never_revives_an_entry_invalidated_through_sql_whose_index_row_was_lost() {
-    with_schemas(|schemas| async move {
-        let store = schemas.store("matroska_lost_sql").await;
-        let s = store.schema().quoted();
-        let admin = schemas.admin();
-        let t = tag(&Dep::id("article", 1));
-        let (k, indexed) = (key("lost:page"), key("lost:indexed"));
-        for k in [&k, &indexed] {
-            store
-                .put(k, bytes("old"), std::slice::from_ref(&t), None, None)
-                .await
-                .unwrap();
-        }
-        let lost = admin
-            .execute(
-                &format!("DELETE FROM {s}.tags WHERE tag = $1 AND key = $2"),
-                &[&t.as_str(), &k.as_str()],
-            )
-            .await
-            .unwrap();
-        assert_eq!(lost, 1, "the index row was there to lose");
-
-        let mut writer = support::connect(schemas.url()).await;
-        let tx = writer.transaction().await.unwrap();
-        tx.execute(&format!("SELECT {s}.invalidate($1)"), &[&vec![t.as_str()]])
-            .await
-            .unwrap();
-        tx.commit().await.unwrap();
-        assert_eq!(hit(&store, &k).await, None, "the stamp hides the entry");
-        assert_eq!(
-            hit(&store, &indexed).await,
-            None,
-            "the stamp hides the entry"
-        );
-
-        let report = cleanup_until_pruned(&store, 1).await;
-        assert_eq!(
-            hit(&store, &k).await,
-            None,
-            "cleanup pruned the stamp ({report:?}) and the invalidated entry is served again"
-        );
-        assert_eq!(hit(&store, &indexed).await, None);
-        assert_eq!(rows(admin, &store, "entries").await, 0, "{report:?}");
-    })
-    .await;
-}
-
-/// The pass that precedes pruning looks at every entry, `batch_size` per round, and resumes where
-/// the previous round stopped: with one entry per round and every index row lost, each of the
-/// hidden entries is found, wherever the round boundaries fall.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_pruning_pass_resumes_across_rounds_of_one_entry() {
-    with_schemas(|schemas| async move {
-        let store = schemas
-            .config("matroska_pass")
-            .batch_size(1)
-            .build()
-            .unwrap();
-        store.migrate().await.unwrap();
-        let s = store.schema().quoted();
-        let admin = schemas.admin();
-        let tags: Vec<_> = (0..5).map(|i| tag(&Dep::id("row", i))).collect();
-        for (i, t) in tags.iter().enumerate() {
-            store
-                .put(
-                    &key(&format!("p:{i}")),
-                    bytes("old"),
-                    std::slice::from_ref(t),
-                    None,
-                    None,
-                )
-                .await
-                .unwrap();
-        }
-        let control = key("p:control");
-        store
-            .put(
-                &control,
-                bytes("kept"),
-                &[tag(&Dep::id("other", 1))],
-                None,
-                None,
-            )
-            .await
-            .unwrap();
-        admin
-            .execute(&format!("DELETE FROM {s}.tags WHERE key LIKE 'p:_'"), &[])
-            .await
-            .unwrap();
-        assert_eq!(store.invalidate(&tags).await.unwrap(), 0);
-
-        let report = cleanup_until_pruned(&store, 5).await;
-        assert_eq!(report.swept, 5, "{report:?}");
-        assert!(report.rounds >= 6, "one entry per round: {report:?}");
-        for i in 0..5 {
-            assert_eq!(
-                hit(&store, &key(&format!("p:{i}"))).await,
-                None,
-                "{report:?}"
-            );
-        }
-        assert_eq!(hit(&store, &control).await, Some(bytes("kept")));
-        assert_eq!(rows(admin, &store, "entries").await, 1);
-    })
-    .await;
-}
 
 /// An invalidation whose later batches fail (here: the statement of a batch is cancelled while it
 /// waits on a row another transaction holds) has already taken effect: it returns, every
@@ -539,44 +373,6 @@ async fn cleanup_removes_expired_entries_in_batches_and_reports_the_count() {
         .await;
         assert!(!task.is_finished());
         task.stop();
-    })
-    .await;
-}
-
-/// A put racing with an invalidation made inside a writer's transaction can store an entry that
-/// only its stamp keeps dead; the pass before the stamp is pruned removes it, so pruning never
-/// brings it back.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pruning_a_stamp_never_revives_an_entry_it_kept_dead() {
-    with_schemas(|schemas| async move {
-        let store = schemas.store("matroska_prune").await;
-        let s = store.schema().quoted();
-        let t = tag(&Dep::tag("t"));
-        let k = key("raced");
-        let token = miss(&store, &k).await;
-        // The invalidation commits inside a writer transaction after the put checked stamps:
-        // stamp in a transaction, store, then commit.
-        let mut writer = connect(schemas.url()).await;
-        let tx = writer.transaction().await.unwrap();
-        tx.execute(&format!("SELECT {s}.invalidate($1)"), &[&vec![t.as_str()]])
-            .await
-            .unwrap();
-        let outcome = store
-            .put(
-                &k,
-                bytes("stale"),
-                std::slice::from_ref(&t),
-                None,
-                Some(&token),
-            )
-            .await
-            .unwrap();
-        assert_eq!(outcome, PutOutcome::Stored);
-        tx.commit().await.unwrap();
-        assert_eq!(hit(&store, &k).await, None);
-        let report = cleanup_until_pruned(&store, 1).await;
-        assert_eq!(report.swept, 1, "{report:?}");
-        assert_eq!(hit(&store, &k).await, None, "pruning revived a stale entry");
     })
     .await;
 }
