@@ -39,7 +39,10 @@ const SWEEP_EVERY: u64 = 256;
 /// hold weak references, so members whose entry expired, was evicted or replaced are recognised
 /// as dead without a lookup and pruned as the index grows.
 ///
-/// Clones share the same entries: a clone is another handle on the same namespace.
+/// Clones share the same entries: a clone is another handle on the same namespace. A fill token
+/// is good only for the store (and clones) that issued it.
+///
+#[doc = include_str!("memory/protocol.md")]
 ///
 /// # Examples
 ///

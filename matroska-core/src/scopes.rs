@@ -439,11 +439,12 @@ impl<T> Scopes<T> {
     ///
     /// let scopes = Scopes::new("article").describe(["category"], |a: &(String, i64)| a.0.clone());
     /// let (old, new) = (("news".to_string(), 1), ("news".to_string(), 2));
-    /// let err = scopes.try_invalidate_for(Some(&old), Some(&new), Some(&["categroy"])).unwrap_err();
+    /// let misspelled = Some(&["categroy"][..]);
+    /// let err = scopes.try_invalidate_for(Some(&old), Some(&new), misspelled).unwrap_err();
     /// assert!(matches!(err, Error::UnknownFields { ref fields, .. } if fields == &["categroy"]));
     /// // Lenient: treated as unknown modifications.
     /// let lenient = scopes.lenient();
-    /// assert!(lenient.try_invalidate_for(Some(&old), Some(&new), Some(&["categroy"])).is_ok());
+    /// assert!(lenient.try_invalidate_for(Some(&old), Some(&new), misspelled).is_ok());
     /// ```
     pub fn try_invalidate_for(
         &self,

@@ -4,26 +4,18 @@
 //! entry carrying a tag when that tag is invalidated. The typed front end,
 //! [`Cache`](crate::Cache), sits on top; applications rarely call a store directly.
 //!
-//! # The consistency protocol
+//! Below: the protocol every store follows (the invariants, the mechanism, what a fill token
+//! promises, what a store must do), then how to implement a store.
 //!
-//! Every store implements the same protocol (stamps plus a reverse index):
-//!
-//! - each namespace has a monotonic counter `seq`; invalidating tags increments it and records
-//!   `stamp[tag] = seq` for each tag, then removes the entries that carry the tags;
-//! - a miss returns a [`FillToken`] (the `seq` at the miss and the time); a [`Store::put`] with
-//!   that token is rejected as [`PutOutcome::Stale`] if one of its tags has a stamp newer than the
-//!   token, or the token is older than the fill window: a value loaded before an invalidation is
-//!   never stored after it;
-//! - an entry remembers the `seq` it was filled at; [`Store::get`] checks in the same atomic step
-//!   that none of the entry's tags has a newer stamp. So losing an index (eviction, a partial
-//!   write) can only cause misses, never stale hits.
+#![doc = include_str!("store/protocol.md")]
 //!
 //! # Implementing a store
 //!
 //! Implement [`Store`] with one atomic step per operation (a Lua script, one SQL statement, one
-//! lock scope), take a namespace so that two caches on one server never see each other, and run
-//! the conformance suite of `matroska-testkit` against a real server: every bullet of the
-//! contracts below is a named case there.
+//! lock scope), take a namespace so that two caches on one server never see each other, write
+//! down how your store keeps each invariant (and the argument for each fast path), and run the
+//! conformance suite of `matroska-testkit` against a real server: every bullet of the contracts
+//! below is a named case there.
 //!
 //! ```
 //! use std::time::Duration;
@@ -95,8 +87,10 @@ pub enum Lookup {
 /// entry's tags was invalidated since (Facebook memcache's leases, generalised to tags).
 ///
 /// Tokens are opaque to applications. Stores fill in the namespace's sequence number at the miss,
-/// the time of issue (milliseconds on the store's clock) and, where the store needs it, a snapshot
-/// (PostgreSQL's transaction snapshot).
+/// the time of issue (milliseconds on the store's clock) and a snapshot saying who issued it and
+/// whatever else the store needs (a random id of a `MemoryStore`, the namespace's epoch in Redis,
+/// PostgreSQL's transaction snapshot). A store refuses a token it did not issue. See [what a fill
+/// token promises](self#what-a-fill-token-promises).
 ///
 /// # Examples
 ///
@@ -332,9 +326,10 @@ pub trait Store: fmt::Debug + Send + Sync + 'static {
     /// - a stored, live entry is a [`Lookup::Hit`] with exactly the stored bytes
     ///   \[`basic::put_then_get`, `edge_cases::*`\];
     /// - a missing, expired, deleted or invalidated entry is a [`Lookup::Miss`] with a fresh token
-    ///   \[`basic::missing_key_is_a_miss`, `expiry::expired_entry_is_never_served`\];
+    ///   \[`basic::missing_key_is_a_miss`, `expiry::expired_entry_is_never_served`,
+    ///   `basic::the_token_of_a_miss_after_expiry_or_delete_fills_the_entry`\];
     /// - an entry carrying a tag whose stamp is newer than the entry is a miss, even when the
-    ///   tag's index was lost \[`invariants::inv3_lost_index_means_miss`\].
+    ///   tag's index or stamp was lost, and after housekeeping \[`invariants::inv3_*`\].
     async fn get(&self, key: &Key) -> Result<Lookup>;
 
     /// Stores `value` under `key` with `tags`, replacing any previous entry and its tags.
@@ -345,9 +340,13 @@ pub trait Store: fmt::Debug + Send + Sync + 'static {
     /// - more than [`MAX_TAGS_PER_ENTRY`] tags is [`Error::TooManyTags`] before anything is
     ///   written \[`edge_cases::too_many_tags_are_rejected_and_nothing_is_lost`\];
     /// - with a `token` from [`Store::get`], the put is [`PutOutcome::Stale`] and changes nothing
-    ///   if any of `tags` was invalidated after the token was issued, or the token is older than
-    ///   the fill window \[`invariants::inv2_*`\];
-    /// - without a token the entry is stored unconditionally (the caller vouches it is fresh);
+    ///   (an entry already there keeps its value, TTL and tags) if any of `tags` was invalidated
+    ///   after the token was issued, the namespace was cleared since, the token is older than the
+    ///   fill window, or another store or namespace issued it \[`invariants::inv2_*`,
+    ///   `namespaces::clear_rejects_*`,
+    ///   `namespaces::a_fill_token_from_another_namespace_is_refused`\];
+    /// - without a token the entry is stored unconditionally (the caller vouches it is fresh)
+    ///   \[`basic::a_put_without_a_token_after_its_tag_was_invalidated_is_a_hit`\];
     /// - re-putting a key replaces value and tags atomically: invalidating an old tag no longer
     ///   removes it \[`invariants::inv4_put_replaces_value_and_tags`\].
     async fn put(
@@ -369,19 +368,23 @@ pub trait Store: fmt::Debug + Send + Sync + 'static {
     ///
     /// Contract:
     /// - once this returns, no [`Store::get`] returns an entry that was stored before the call and
-    ///   carries one of `tags` \[`invariants::inv1_no_stale_read_after_invalidation`\];
+    ///   carries one of `tags`, however many tags and dependents there are
+    ///   \[`invariants::inv1_no_stale_read_after_invalidation`, `bounded::*`\];
     /// - entries without these tags are untouched \[`dependencies::*`\];
     /// - invalidating a tag nobody uses is not an error and still rejects older fill tokens
     ///   \[`invariants::inv2_stale_fill_rejected_negative_result`\];
-    /// - the work is bounded: a tag with very many dependents does not block the store
-    ///   \[`invariants::inv6_bounded_invalidation_of_many_dependents`\].
+    /// - the work is bounded: a tag with very many dependents does not block the store, and the
+    ///   entries set aside for later stay misses
+    ///   \[`invariants::inv6_bounded_invalidation_of_many_dependents`,
+    ///   `bounded::set_aside_entries_stay_misses_after_the_fill_window`\].
     async fn invalidate(&self, tags: &[Tag]) -> Result<u64>;
 
     /// The remaining life of a key \[`expiry::ttl_reports_*`\].
     async fn ttl(&self, key: &Key) -> Result<KeyTtl>;
 
     /// Removes every entry of this store's namespace (and nothing outside it), and rejects fills
-    /// whose tokens predate the call \[`namespaces::clear_is_confined_to_the_namespace`\].
+    /// whose tokens predate the call, also while fills and invalidations race it
+    /// \[`namespaces::clear_*`\].
     async fn clear(&self) -> Result<()>;
 
     /// Whether a live entry exists under `key` (with the same checks as [`Store::get`]).

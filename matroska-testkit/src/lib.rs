@@ -24,13 +24,17 @@
 //! ```
 //!
 //! That expands to modules named after the groups (`basic`, `dependencies`, `scopes`, `expiry`,
-//! `namespaces`, `edge_cases`, `invariants`, `concurrency`, `cache`), each with one test per case,
-//! so `cargo nextest run -E 'test(/invariants::/)'` runs one group. Each case runs on its own
-//! multi-threaded runtime with a time limit, and the harness cleans up even when it fails.
+//! `namespaces`, `edge_cases`, `bounded`, `invariants`, `concurrency`, `cache`, `cache_safety`,
+//! `model`), each with one test per case, so `cargo nextest run -E 'test(/invariants::/)'` runs
+//! one group. Each case runs on its own multi-threaded runtime with a time limit, and the harness
+//! cleans up even when it fails.
 //!
-//! The cases named `invN_...` are the consistency invariants of the design (DESIGN.md section 5):
-//! no stale read after invalidation, no stale fill (including negative results), metadata loss
-//! means misses, put replaces, expiry, bounded work.
+//! The cases named `invN_...` check the six consistency invariants stated in the documentation of
+//! [`matroska_core::store`]: no stale read after invalidation, no stale fill (including negative
+//! results), metadata loss means misses, put replaces, expiry, bounded work. The `bounded` cases
+//! run the invalidations whose work a store splits (on [`Harness::small_store`]); the
+//! `cache_safety` cases check the `Cache` front end's own rules on the store under test, through
+//! [`support::Faulty`], a wrapper that fails or holds the store's calls on demand.
 
 // A test-support crate: it reports skipped tests and random seeds on stderr, and its cases use
 // the short names of test code (h for the harness, k for a key, t for a tag).

@@ -55,8 +55,9 @@ pub struct CacheStats {
     pub shares_refused: u64,
     /// Entries stored: puts, and loads the store accepted.
     pub fills: u64,
-    /// Loaded values the store refused to store ([`PutOutcome::Stale`](crate::store::PutOutcome::Stale)):
-    /// a dependency was invalidated during the load, or the load outlived the fill window.
+    /// Loaded values the store refused to store
+    /// ([`PutOutcome::Stale`](crate::store::PutOutcome::Stale)): a dependency was invalidated
+    /// during the load, the namespace was cleared, or the load outlived the fill window.
     pub fills_rejected: u64,
     /// Calls of `invalidate` that reached the store (with at least one dependency) and succeeded.
     pub invalidations: u64,

@@ -289,3 +289,116 @@ async fn a_foreign_token_cannot_make_an_entry_outlive_an_invalidation() {
         "an entry filled with a foreign token survived the invalidation of its tag"
     );
 }
+
+#[tokio::test]
+async fn a_token_is_good_until_the_fill_window_and_not_at_it() {
+    let clock = MockClock::new();
+    let window = Duration::from_secs(5);
+    let store = MemoryStore::builder()
+        .clock(clock.clone())
+        .fill_window(window)
+        .build();
+    let (young, old) = (key("young"), key("old"));
+    let Lookup::Miss(young_token) = store.get(&young).await.unwrap() else {
+        panic!("miss expected");
+    };
+    let Lookup::Miss(old_token) = store.get(&old).await.unwrap() else {
+        panic!("miss expected");
+    };
+    clock.advance(Duration::from_millis(4_999));
+    let put = |k: Key, token: FillToken| {
+        let store = store.clone();
+        async move {
+            store
+                .put(
+                    &k,
+                    Bytes::from_static(b"v"),
+                    &[tag("t")],
+                    None,
+                    Some(&token),
+                )
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        put(young, young_token).await,
+        PutOutcome::Stored,
+        "1 ms short of the window"
+    );
+    clock.advance(Duration::from_millis(1));
+    assert_eq!(
+        put(old, old_token).await,
+        PutOutcome::Stale,
+        "exactly the window"
+    );
+}
+
+#[tokio::test]
+async fn a_token_issued_right_after_a_clear_fills_and_one_from_before_does_not() {
+    let store = MemoryStore::new();
+    let k = key("k");
+    let Lookup::Miss(before) = store.get(&k).await.unwrap() else {
+        panic!("miss expected");
+    };
+    store.clear().await.unwrap();
+    let Lookup::Miss(after) = store.get(&k).await.unwrap() else {
+        panic!("miss expected");
+    };
+    assert_eq!(after.seq(), before.seq() + 1, "the clear took one seq");
+    let tags = [tag("t")];
+    let v = Bytes::from_static(b"v");
+    let outcome = store.put(&k, v.clone(), &tags, None, Some(&before)).await;
+    assert_eq!(outcome.unwrap(), PutOutcome::Stale);
+    let outcome = store.put(&k, v, &tags, None, Some(&after)).await;
+    assert_eq!(outcome.unwrap(), PutOutcome::Stored);
+    assert!(matches!(store.get(&k).await.unwrap(), Lookup::Hit(_)));
+}
+
+#[tokio::test]
+async fn a_write_reclaims_at_most_its_budget_and_the_rest_stays_a_miss() {
+    let store = MemoryStore::builder().reclaim_chunk(3).build();
+    let t = tag("t");
+    let keys: Vec<Key> = (0..4).map(|i| key(&format!("k{i}"))).collect();
+    for k in &keys {
+        store
+            .put(
+                k,
+                Bytes::from_static(b"v"),
+                std::slice::from_ref(&t),
+                None,
+                None,
+            )
+            .await
+            .unwrap();
+    }
+    // The invalidation's own write reclaims one budget: 3 of the 4.
+    assert_eq!(store.invalidate(std::slice::from_ref(&t)).await.unwrap(), 4);
+    assert_eq!(
+        store.pending_reclaims(),
+        1,
+        "one budget reclaimed, one entry left"
+    );
+    for k in &keys {
+        assert!(
+            matches!(store.get(k).await.unwrap(), Lookup::Miss(_)),
+            "{k}"
+        );
+    }
+    store.delete(&key("unrelated")).await.unwrap();
+    assert_eq!(store.pending_reclaims(), 0);
+}
+
+#[tokio::test]
+async fn a_tag_state_outlives_its_stamp_by_the_fill_window_exactly() {
+    let clock = MockClock::new();
+    let store = MemoryStore::builder().clock(clock.clone()).build();
+    let t = tag("t");
+    store.invalidate(std::slice::from_ref(&t)).await.unwrap();
+    clock.advance(DEFAULT_FILL_WINDOW);
+    store.run_pending_tasks();
+    assert_eq!(store.tag_count(), 1, "dropped within the fill window");
+    clock.advance(Duration::from_nanos(1));
+    store.run_pending_tasks();
+    assert_eq!(store.tag_count(), 0, "kept past the fill window");
+}
