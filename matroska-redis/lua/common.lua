@@ -319,8 +319,15 @@ local function index_add(t, k, need, rec, ms, ns, prune)
       changed = true
     end
     if prune and added == 1 then
-      -- Members whose entries have expired: remove a few, so that dead members cannot accumulate.
+      -- Dead members: a few whose entries have expired, and two picked at random whose entries
+      -- are gone (evicted, or deleted by another tag's invalidation): removed, so that dead
+      -- members cannot accumulate in an index that is never invalidated.
       local dead = redis.call('ZRANGEBYSCORE', idx, '(-inf', '(' .. int(ms), 'LIMIT', 0, 8)
+      for _, m in ipairs(redis.call('ZRANDMEMBER', idx, 2)) do
+        if string.byte(m, 1) ~= 0 and m ~= k and redis.call('EXISTS', entry_key(m)) == 0 then
+          dead[#dead + 1] = m
+        end
+      end
       if #dead > 0 then redis.call('ZREM', idx, unpack(dead)) end
     end
   end

@@ -186,8 +186,8 @@ async fn index_ttl_only_grows() {
 }
 
 /// Index members do not outlive their entries: a deleted entry, a re-put with other tags, an
-/// expired entry (pruned by later puts), and a persistent entry invalidated through another tag
-/// all leave the index; an index left empty goes, with its record.
+/// expired entry and one evicted (both pruned by later puts), and a persistent entry invalidated
+/// through another tag all leave the index; an index left empty goes, with its record.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_members_are_pruned() {
     let Some(mut s) = Scratch::new(256).await else {
@@ -295,6 +295,35 @@ async fn dead_members_are_pruned() {
         zcard(&mut s.conn, &layout.index(&c)).await,
         22,
         "the sentinel, the anchor and the 20 long entries"
+    );
+
+    // Gone without leaving the index (evicted; deleted here): later puts to the index remove
+    // them, two members looked at per put (at random: the chance that one survives these 200
+    // puts to an index of about a dozen members is below one in a million).
+    let d = tag(&Dep::tag("d"));
+    for i in 0..10 {
+        let k = key(&format!("gone{i}"));
+        s.store
+            .put(&k, v("g"), std::slice::from_ref(&d), None, None)
+            .await
+            .unwrap();
+        let _: u64 = redis::cmd("DEL")
+            .arg(layout.entry(&k))
+            .query_async(&mut s.conn)
+            .await
+            .unwrap();
+    }
+    for i in 0..200 {
+        let k = key(&format!("passing{i}"));
+        s.store
+            .put(&k, v("p"), std::slice::from_ref(&d), None, None)
+            .await
+            .unwrap();
+        assert!(s.store.delete(&k).await.unwrap());
+    }
+    assert!(
+        !exists(&mut s.conn, &layout.index(&d)).await,
+        "every dead member was removed, and the index with the last one"
     );
 }
 
