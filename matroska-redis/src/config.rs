@@ -47,9 +47,10 @@ pub struct RedisConfig {
     /// from 50 ms, before the operations waiting on it fail (default 0: one attempt). The next
     /// operation starts reconnecting again.
     pub reconnect_attempts: usize,
-    /// How many dependents one script removes at most (default 256): an invalidation of a tag with
-    /// more dependents removes them in several round trips, so that no script holds the server
-    /// for more than a few milliseconds.
+    /// How many index members one script looks at, at most (default 256): an invalidation of
+    /// tags with more dependents sets their indexes aside and removes them in several round trips,
+    /// so that no script's work grows with a tag's fan-out. Also the size of the steps of
+    /// housekeeping done on the side of an invalidation.
     pub reclaim_chunk: usize,
 }
 

@@ -31,15 +31,16 @@ const PRUNE_COUNT: usize = 1000;
 /// abandoned: later invalidations reclaim it on the side.
 const GRACE_MS: u64 = 30_000;
 
-/// A [`Store`] on Redis: every operation is one atomic Lua script, one round trip; a hit is one
-/// plain `MGET`.
+/// A [`Store`] on Redis: a read is one round trip without a script (most of the time), every
+/// other operation one atomic Lua script, one round trip.
 ///
 /// The store implements the consistency protocol of [`matroska_core::store`] with per-tag
 /// stamps, a sequence number per namespace, reverse indexes and namespace generations; the
 /// crate's [`protocol`](crate::protocol) documentation describes every key and why each shortcut
 /// is safe. An invalidation stamps its tags and removes their dependents in the same script, so
 /// it is complete the moment it returns; fills carry a token and are refused if a dependency was
-/// invalidated since the miss. A read is one plain `MGET` of the entry and the namespace's state:
+/// invalidated since the miss. A read is one pipelined round trip for the entry and the
+/// namespace's state:
 /// an entry of the current generation filled after the namespace's *safe mark* is served at
 /// once, an older one (after an index was lost, or an invalidation too large to finish in one
 /// script) is checked against its stamps by a script first. An invalidation removes at most
@@ -450,7 +451,7 @@ impl RedisStore {
         removed_and_sets("reclaim", self.eval("reclaim", &inv).await?)
     }
 
-    /// The read the plain `MGET` could not decide alone: the `get` script checks an entry filled
+    /// The read the plain read could not decide alone: the `get` script checks an entry filled
     /// before the safe mark against its stamps, starts the namespace (or a new generation of
     /// it), and reads the server's clock for the fill token of a miss.
     async fn get_checked(&self, key: &Key, entry_key: String) -> Result<Lookup> {
