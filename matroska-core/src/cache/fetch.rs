@@ -196,23 +196,19 @@ impl<S: Store, C: Codec> Cache<S, C> {
                 bump(&counters.waits);
             }
             match flight::wait(outcome).await {
-                Some(Ok(Shared {
-                    bytes,
-                    stored: true,
-                })) => match open(&self.inner.codec, self.inner.schema, &bytes) {
-                    Ok(value) => {
+                Some(Ok(shared)) => {
+                    if shared.stored
+                        && let Ok(value) = open(&self.inner.codec, self.inner.schema, &shared.bytes)
+                    {
                         bump(&counters.coalesced);
                         return Ok(Settled::Done(Fetched {
                             value,
                             origin: Origin::Shared,
                         }));
                     }
-                    // Another type under the same key: read again and load alone.
-                    Err(_) => alone = true,
-                },
-                // Not stored: a dependency was invalidated during the load (or the store failed).
-                // Read again, with a fresh token, and load alone.
-                Some(Ok(_)) => {
+                    // Not stored (a dependency was invalidated during the load, or the store
+                    // failed), or another type under the same key: read again, with a fresh
+                    // token, and load alone.
                     refuse();
                     alone = true;
                 }

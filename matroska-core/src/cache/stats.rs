@@ -50,8 +50,9 @@ pub struct CacheStats {
     /// Calls of `fetch`/`get_or_insert_with` that found a load of their key running in this
     /// process and did not take its value, once per call: the load may predate an invalidation
     /// that this call's own miss saw, nothing ordered the two misses (no fill token, as after a
-    /// read that failed open), or the store did not accept the loaded value. Such a call reads
-    /// again or loads itself: a caller never gets a value older than its own miss.
+    /// read that failed open), the store did not accept the loaded value, or it does not decode
+    /// as this call's type. Such a call reads again or loads itself: a caller never gets a value
+    /// older than its own miss.
     pub shares_refused: u64,
     /// Entries stored: puts, and loads the store accepted.
     pub fills: u64,
