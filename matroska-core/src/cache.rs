@@ -40,8 +40,9 @@ pub const DEFAULT_MAX_VALUE_LEN: usize = 32 * 1024 * 1024;
 /// Values are any `serde` type, encoded by the codec `C` (MessagePack by default) in a versioned
 /// envelope. Entries declare [`Dep`]endencies; [`invalidate`](Cache::invalidate) removes every
 /// entry that depends on what a write touched. [`get_or_insert_with`](Cache::get_or_insert_with)
-/// is the call to use for reads: concurrent callers share one load, and a load that races with an
-/// invalidation of its dependencies is not stored.
+/// is the call to use for reads: concurrent callers share one load (unless an invalidation came
+/// between their misses: a caller never gets a value older than its own miss), and a load that
+/// races with an invalidation of its dependencies is not stored.
 ///
 /// Cloning a `Cache` is cheap: clones share the store, the counters and the in-flight loads.
 ///
