@@ -301,7 +301,11 @@ async fn huge_fan_out_is_reclaimed_in_bounded_chunks() {
     // fill window; the row tags' indexes went with their last entries, and their records too).
     assert_eq!(s.keys().await, 1);
     let record = support::record(&mut s.conn, &layout, &hot).await.unwrap();
-    assert_eq!((record.asides, record.aside_until), (0, None), "{record:?}");
+    assert_eq!(
+        (record.asides, record.aside_until),
+        (0, support::Until::Never),
+        "{record:?}"
+    );
 
     // Not deferred: invalidate loops over the chunks and reports every dependent.
     put_many(&s.store, "fan", 1000, std::slice::from_ref(&hot), None).await;
@@ -522,4 +526,49 @@ async fn a_huge_invalidation_runs_as_many_bounded_scripts() {
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
     assert!(calls >= n / 256, "{calls} scripts for {n} dependents");
+}
+
+/// Entries set aside and not reclaimed yet, read after the fill window has passed: only the
+/// record's memory of the set (its `aside_until`) keeps the stamp then, and they stay misses,
+/// through housekeeping's pruning too; reclaiming them then removes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_aside_entries_stay_misses_past_the_fill_window() {
+    let Some(mut s) = Scratch::new(4).await else {
+        return;
+    };
+    let hot = tag(&Dep::tag("hot"));
+    put_many(&s.store, "late", 30, std::slice::from_ref(&hot), None).await;
+    s.store
+        .invalidate_deferred(std::slice::from_ref(&hot))
+        .await
+        .unwrap();
+    // Real time: what is tested is the fill window passing. Other invalidations meanwhile prune
+    // records and walk on the side, but the set's owner window (30 s) keeps it from them.
+    tokio::time::sleep(support::FILL_WINDOW + Duration::from_millis(300)).await;
+    s.store
+        .invalidate(&[tag(&Dep::tag("other"))])
+        .await
+        .unwrap();
+    let record = support::record(&mut s.conn, s.store.layout(), &hot)
+        .await
+        .unwrap();
+    assert_eq!(record.asides, 1, "{record:?}");
+    for i in (0..30).step_by(3) {
+        assert_eq!(
+            hit(&s.store, &key(&format!("late:{i}"))).await,
+            None,
+            "late:{i}"
+        );
+    }
+    for i in (1..30).step_by(3) {
+        assert!(!s.store.exists(&key(&format!("late:{i}"))).await.unwrap());
+    }
+    s.store.reclaim().await.unwrap();
+    for i in 0..30 {
+        assert_gone(&mut s, &key(&format!("late:{i}"))).await;
+    }
+    assert_eq!(
+        support::record(&mut s.conn, s.store.layout(), &hot).await,
+        None
+    );
 }

@@ -14,7 +14,7 @@ use matroska_core::{Bytes, Dep, Key};
 use matroska_testkit::support::{eventually, hit, key, tag};
 use redis::aio::MultiplexedConnection;
 
-use crate::support::{FILL_WINDOW, Scratch};
+use crate::support::{FILL_WINDOW, Scratch, Until};
 
 fn v(text: &str) -> Bytes {
     Bytes::copy_from_slice(text.as_bytes())
@@ -112,7 +112,7 @@ async fn scripts_and_key_layout_agree() {
     );
     let record = support::record(&mut s.conn, &layout, &t).await.unwrap();
     assert_eq!(record.stamp, 0);
-    assert!(matches!(record.index_until, Some(Some(_))), "{record:?}");
+    assert!(matches!(record.index_until, Until::At(_)), "{record:?}");
     // Nothing else was created, and everything is under the namespace's hash tag.
     assert_eq!(s.keys().await, 3);
     s.store.invalidate(std::slice::from_ref(&t)).await.unwrap();
@@ -152,14 +152,14 @@ async fn index_ttl_only_grows() {
     let record = support::record(&mut s.conn, &layout, &t).await.unwrap();
     let expected = support::server_ms(&mut s.conn).await
         + u64::try_from(pttl(&mut s.conn, &index).await).unwrap();
-    let Some(Some(until)) = record.index_until else {
+    let Until::At(until) = record.index_until else {
         panic!("{record:?}");
     };
     assert!(until.abs_diff(expected) < 50, "{until} vs {expected}");
     put("forever", None).await;
     assert_eq!(pttl(&mut s.conn, &index).await, -1);
     let record = support::record(&mut s.conn, &layout, &t).await.unwrap();
-    assert_eq!(record.index_until, Some(None), "forever");
+    assert_eq!(record.index_until, Until::Forever, "forever");
     put("short3", Some(Duration::from_secs(10))).await;
     assert_eq!(
         pttl(&mut s.conn, &index).await,
@@ -174,7 +174,7 @@ async fn index_ttl_only_grows() {
     assert!(!exists(&mut s.conn, &index).await);
     let record = support::record(&mut s.conn, &layout, &t).await.unwrap();
     assert!(
-        record.stamp > 0 && record.index_until.is_none(),
+        record.stamp > 0 && record.index_until == Until::Never,
         "{record:?}"
     );
     let window_us = u64::try_from(FILL_WINDOW.as_micros()).unwrap();
@@ -185,16 +185,16 @@ async fn index_ttl_only_grows() {
     assert_eq!(support::record(&mut s.conn, &layout, &t).await, None);
 }
 
-/// Index members do not outlive their entries: a deleted entry, a re-put with other tags, an
-/// expired entry and one evicted (both pruned by later puts), and a persistent entry invalidated
-/// through another tag all leave the index; an index left empty goes, with its record.
+/// Index members do not outlive their entries: a deleted entry, a re-put with other tags, and a
+/// persistent entry invalidated through another tag all leave the index; an index left empty
+/// goes, with its record.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_members_are_pruned() {
     let Some(mut s) = Scratch::new(256).await else {
         return;
     };
     let layout = s.store.layout().clone();
-    let (a, b) = (tag(&Dep::tag("a")), tag(&Dep::tag("b")));
+    let (tag_a, tag_b) = (tag(&Dep::tag("a")), tag(&Dep::tag("b")));
     let put = |k: &'static str, tags: Vec<matroska_core::Tag>, ttl: Option<Duration>| {
         let store = s.store.clone();
         async move {
@@ -203,41 +203,59 @@ async fn dead_members_are_pruned() {
     };
 
     // Deleted.
-    put("k1", vec![a.clone()], None).await;
-    put("k2", vec![a.clone()], None).await;
+    put("k1", vec![tag_a.clone()], None).await;
+    put("k2", vec![tag_a.clone()], None).await;
     assert!(s.store.delete(&key("k1")).await.unwrap());
-    assert_eq!(zscore(&mut s.conn, &layout.index(&a), b"k1").await, None);
+    assert_eq!(
+        zscore(&mut s.conn, &layout.index(&tag_a), b"k1").await,
+        None
+    );
     // Re-put with another tag.
-    put("k2", vec![b.clone()], None).await;
+    put("k2", vec![tag_b.clone()], None).await;
     assert!(
-        !exists(&mut s.conn, &layout.index(&a)).await,
+        !exists(&mut s.conn, &layout.index(&tag_a)).await,
         "an index left empty goes"
     );
     assert_eq!(
-        support::record(&mut s.conn, &layout, &a).await,
+        support::record(&mut s.conn, &layout, &tag_a).await,
         None,
         "and so does its record"
     );
     // Invalidated through another tag: a persistent entry leaves its other indexes at once.
-    put("k3", vec![a.clone(), b.clone()], None).await;
+    put("k3", vec![tag_a.clone(), tag_b.clone()], None).await;
     assert_eq!(
-        s.store.invalidate(std::slice::from_ref(&a)).await.unwrap(),
+        s.store
+            .invalidate(std::slice::from_ref(&tag_a))
+            .await
+            .unwrap(),
         1
     );
-    assert_eq!(zscore(&mut s.conn, &layout.index(&b), b"k3").await, None);
     assert_eq!(
-        zscore(&mut s.conn, &layout.index(&b), b"k2").await,
+        zscore(&mut s.conn, &layout.index(&tag_b), b"k3").await,
+        None
+    );
+    assert_eq!(
+        zscore(&mut s.conn, &layout.index(&tag_b), b"k2").await,
         Some(f64::INFINITY)
     );
+}
 
+/// Members whose entries expired, or are gone without leaving the index (evicted), are pruned
+/// by later puts to the index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_and_evicted_members_are_pruned_by_later_puts() {
+    let Some(mut s) = Scratch::new(256).await else {
+        return;
+    };
+    let layout = s.store.layout().clone();
     // Expired: pruned by later puts to the index (a few members each). A long-lived member keeps
     // the index alive after the short ones expire.
-    let c = tag(&Dep::tag("c"));
+    let tag_c = tag(&Dep::tag("c"));
     s.store
         .put(
             &key("anchor"),
             v("a"),
-            std::slice::from_ref(&c),
+            std::slice::from_ref(&tag_c),
             Some(Duration::from_secs(60)),
             None,
         )
@@ -249,14 +267,14 @@ async fn dead_members_are_pruned() {
             .put(
                 k,
                 v("s"),
-                std::slice::from_ref(&c),
+                std::slice::from_ref(&tag_c),
                 Some(Duration::from_millis(200)),
                 None,
             )
             .await
             .unwrap();
     }
-    assert!(zcard(&mut s.conn, &layout.index(&c)).await <= 52);
+    assert!(zcard(&mut s.conn, &layout.index(&tag_c)).await <= 52);
     // Redis expires the entries on its own clock: wait until it has (bounded polling).
     let conn = s.conn.clone();
     let entries: Vec<String> = short.iter().map(|k| layout.entry(k)).collect();
@@ -277,7 +295,7 @@ async fn dead_members_are_pruned() {
             .put(
                 &key(&format!("long{i}")),
                 v("l"),
-                std::slice::from_ref(&c),
+                std::slice::from_ref(&tag_c),
                 Some(Duration::from_secs(60)),
                 None,
             )
@@ -286,13 +304,13 @@ async fn dead_members_are_pruned() {
     }
     for k in &short {
         assert_eq!(
-            zscore(&mut s.conn, &layout.index(&c), k.as_str().as_bytes()).await,
+            zscore(&mut s.conn, &layout.index(&tag_c), k.as_str().as_bytes()).await,
             None,
             "{k} expired and was not pruned"
         );
     }
     assert_eq!(
-        zcard(&mut s.conn, &layout.index(&c)).await,
+        zcard(&mut s.conn, &layout.index(&tag_c)).await,
         22,
         "the sentinel, the anchor and the 20 long entries"
     );
@@ -300,11 +318,11 @@ async fn dead_members_are_pruned() {
     // Gone without leaving the index (evicted; deleted here): later puts to the index remove
     // them, two members looked at per put (at random: the chance that one survives these 200
     // puts to an index of about a dozen members is below one in a million).
-    let d = tag(&Dep::tag("d"));
+    let tag_d = tag(&Dep::tag("d"));
     for i in 0..10 {
         let k = key(&format!("gone{i}"));
         s.store
-            .put(&k, v("g"), std::slice::from_ref(&d), None, None)
+            .put(&k, v("g"), std::slice::from_ref(&tag_d), None, None)
             .await
             .unwrap();
         let _: u64 = redis::cmd("DEL")
@@ -316,13 +334,13 @@ async fn dead_members_are_pruned() {
     for i in 0..200 {
         let k = key(&format!("passing{i}"));
         s.store
-            .put(&k, v("p"), std::slice::from_ref(&d), None, None)
+            .put(&k, v("p"), std::slice::from_ref(&tag_d), None, None)
             .await
             .unwrap();
         assert!(s.store.delete(&k).await.unwrap());
     }
     assert!(
-        !exists(&mut s.conn, &layout.index(&d)).await,
+        !exists(&mut s.conn, &layout.index(&tag_d)).await,
         "every dead member was removed, and the index with the last one"
     );
 }

@@ -53,15 +53,22 @@ pub(crate) async fn has_stamp(
         == 1
 }
 
+/// A time in a record: none, forever, or a time in ms on the server's clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Until {
+    Never,
+    Forever,
+    At(u64),
+}
+
 /// A tag's record in the namespace's metadata (`PROTOCOL.md`, "Tag records"), as the tests read it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Record {
     pub(crate) stamp: u64,
     pub(crate) stamp_until: Option<u64>,
-    /// `None`: none expected; `Some(None)`: forever; `Some(Some(ms))`.
-    pub(crate) index_until: Option<Option<u64>>,
-    pub(crate) outside_until: Option<Option<u64>>,
-    pub(crate) aside_until: Option<Option<u64>>,
+    pub(crate) index_until: Until,
+    pub(crate) outside_until: Until,
+    pub(crate) aside_until: Until,
     pub(crate) asides: u64,
     pub(crate) since: u64,
 }
@@ -82,9 +89,9 @@ pub(crate) async fn record(
     let parts: Vec<&str> = text.split('|').collect();
     assert_eq!(parts.len(), 7, "{text}");
     let time = |s: &str| match s {
-        "" => None,
-        "inf" => Some(None),
-        ms => Some(Some(ms.parse().unwrap())),
+        "" => Until::Never,
+        "inf" => Until::Forever,
+        ms => Until::At(ms.parse().unwrap()),
     };
     Some(Record {
         stamp: parts[0].parse().unwrap(),
