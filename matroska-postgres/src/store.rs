@@ -497,10 +497,10 @@ impl PgStore {
 }
 
 /// A pooled connection with a statement in flight: closed when dropped, unless [`done`] says
-/// that the statement's result has arrived (then it goes back to the pool).
+/// that the statement's result has arrived (then it goes back to the pool). The connection is
+/// there until `done` or the drop takes it.
 ///
 /// [`done`]: InFlight::done
-/// (The connection is there until `done` or drop take it.)
 struct InFlight(Option<Pooled>);
 
 impl InFlight {
