@@ -177,27 +177,23 @@ impl<S: Store, C: Codec> Cache<S, C> {
                 return Ok(Settled::Load(None, token));
             }
             let seq = token.as_ref().map(FillToken::seq);
-            let outcome = match self.inner.flights.join(key, seq) {
-                Role::Leader(leader) => {
-                    if leader.passed_by {
-                        refuse();
-                    }
-                    return Ok(Settled::Load(Some(leader), token));
-                }
+            let (outcome, may_share) = match self.inner.flights.join(key, seq) {
+                Role::Leader(leader) => return Ok(Settled::Load(Some(leader), token)),
                 Role::Alone { passed_by } => {
                     if passed_by {
                         refuse();
                     }
                     return Ok(Settled::Load(None, token));
                 }
-                Role::Waiter(outcome) => outcome,
+                Role::Waiter { outcome, may_share } => (outcome, may_share),
             };
             if !std::mem::replace(&mut waited, true) {
                 bump(&counters.waits);
             }
             match flight::wait(outcome).await {
                 Some(Ok(shared)) => {
-                    if shared.stored
+                    if may_share
+                        && shared.stored
                         && let Ok(value) = open(&self.inner.codec, self.inner.schema, &shared.bytes)
                     {
                         bump(&counters.coalesced);
@@ -206,12 +202,14 @@ impl<S: Store, C: Codec> Cache<S, C> {
                             origin: Origin::Shared,
                         }));
                     }
-                    // Not stored (a dependency was invalidated during the load, or the store
-                    // failed), or another type under the same key: read again, with a fresh
-                    // token, and load alone.
+                    // The load may predate an invalidation this call's miss saw, it was not
+                    // stored (a dependency was invalidated during the load, or the store failed),
+                    // or it is another type under the same key: read again (the stamps decide),
+                    // and on a miss load alone.
                     refuse();
                     alone = true;
                 }
+                // A failed load's error reaches every waiter (an error is not a stale value).
                 Some(Err(err)) => return Err(err),
                 // The leader was cancelled or panicked: try again.
                 None => {}

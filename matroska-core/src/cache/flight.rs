@@ -12,18 +12,20 @@
 //! (a read that failed open, an entry that kept failing to decode) nothing orders the two misses,
 //! and the caller does not share.
 //!
-//! The rule is applied when the caller joins, from the leader's token, so a caller that cannot
-//! share never waits: a caller whose miss is newer than the flight's takes the flight over (it
-//! leads a new load that later callers join; the old leader still publishes to the callers
-//! already waiting on it), and a caller without a token loads alone.
+//! The rule is applied when the caller joins, from the leader's token. A caller whose miss is
+//! newer than the flight's still waits for it, but will not take its value: once the leader's
+//! fill is done, it reads the store again (where the stamps decide whether the leader's value is
+//! fresh enough) and, on a miss, loads alone. Waiting costs less than a load of its own, which
+//! matters where `seq` moves with every write anywhere (PostgreSQL's snapshots). A caller without
+//! a token cannot be ordered and does not wait: it loads alone, and starts no flight.
 //!
 //! A waiter also takes the value only if the store accepted the leader's fill. With the order
 //! check above this is not needed where `seq` only grows; it keeps the rule sound where a store's
-//! `seq` can start again from below (a Redis namespace recreated under a new epoch refuses the
-//! old epoch's fills). A fill that was refused (a dependency was invalidated during the load, or
-//! the token outlived the fill window) or could not be stored sends the waiter back to the store
-//! for a fresh read; it then loads alone, so a call waits at most once on a load it ends up not
-//! using.
+//! `seq` can start again from below (a Redis namespace recreated under a new generation refuses
+//! the old generation's fills). A fill that was refused (a dependency was invalidated during the
+//! load, or the token outlived the fill window) or could not be stored sends the waiter back to
+//! the store for a fresh read, like a newer miss. Either way a call waits at most once on a load
+//! whose value it does not take.
 //!
 //! # When a flight is joinable
 //!
@@ -71,8 +73,14 @@ pub(super) struct Flights {
 pub(super) enum Role<'a> {
     /// Run the loader and publish the outcome.
     Leader(Leader<'a>),
-    /// Wait for the leader's outcome.
-    Waiter(watch::Receiver<Option<Outcome>>),
+    /// Wait for the leader's outcome; take its value only if `may_share` (the caller's miss is
+    /// not newer than the leader's), else read the store again afterwards.
+    Waiter {
+        /// Where the outcome will appear.
+        outcome: watch::Receiver<Option<Outcome>>,
+        /// Whether the caller may take the leader's value.
+        may_share: bool,
+    },
     /// Load without sharing: this caller has no fill token, so nothing orders its miss against
     /// a leader's. `passed_by` tells whether a load of the key was in flight.
     Alone {
@@ -95,20 +103,18 @@ impl Flights {
                 passed_by: live.is_some(),
             };
         };
-        let passed_by = match live {
-            Some(flight) if seq <= flight.seq => return Role::Waiter(flight.outcome.clone()),
-            Some(_) => true,
-            None => false,
-        };
-        // No flight, or one whose leader's miss is older than ours: lead a new one. The callers
-        // already waiting on the old flight keep their receivers.
+        if let Some(flight) = live {
+            return Role::Waiter {
+                outcome: flight.outcome.clone(),
+                may_share: seq <= flight.seq,
+            };
+        }
         let (tx, outcome) = watch::channel(None);
         map.insert(key.clone(), Flight { seq, outcome });
         Role::Leader(Leader {
             flights: self,
             key: key.clone(),
             tx,
-            passed_by,
         })
     }
 
@@ -125,8 +131,6 @@ pub(super) struct Leader<'a> {
     flights: &'a Flights,
     key: Key,
     tx: watch::Sender<Option<Outcome>>,
-    /// This leader took the key over from a flight whose leader's miss is older than its own.
-    pub(super) passed_by: bool,
 }
 
 impl Leader<'_> {
@@ -137,7 +141,7 @@ impl Leader<'_> {
         self.tx.send_replace(Some(outcome));
     }
 
-    /// Removes this flight from the map, unless another leader took the key over.
+    /// Removes this flight from the map (unless it is gone already).
     fn leave(&self) {
         let mut map = self.flights.map.lock();
         if map
@@ -186,7 +190,11 @@ mod tests {
         let Role::Leader(leader) = flights.join(&key(), Some(1)) else {
             panic!("the first caller leads");
         };
-        let Role::Waiter(waiting) = flights.join(&key(), Some(1)) else {
+        let Role::Waiter {
+            outcome: waiting,
+            may_share: true,
+        } = flights.join(&key(), Some(1))
+        else {
             panic!("a caller with the same seq waits");
         };
         leader.finish(shared());
@@ -201,7 +209,11 @@ mod tests {
         let Role::Leader(leader) = flights.join(&key(), Some(1)) else {
             panic!("the first caller leads");
         };
-        let Role::Waiter(waiting) = flights.join(&key(), Some(1)) else {
+        let Role::Waiter {
+            outcome: waiting,
+            may_share: true,
+        } = flights.join(&key(), Some(1))
+        else {
             panic!("a caller with the same seq waits");
         };
         std::thread::scope(|scope| {
@@ -218,24 +230,18 @@ mod tests {
     }
 
     #[test]
-    fn a_newer_miss_takes_the_flight_over_and_an_older_one_waits() {
+    fn an_older_or_equal_miss_may_share_and_a_newer_one_only_waits() {
         let flights = Flights::default();
-        let Role::Leader(first) = flights.join(&key(), Some(5)) else {
+        let Role::Leader(leader) = flights.join(&key(), Some(5)) else {
             panic!("the first caller leads");
         };
-        assert!(matches!(flights.join(&key(), Some(4)), Role::Waiter(_)));
-        assert!(matches!(flights.join(&key(), Some(5)), Role::Waiter(_)));
-        // A miss after an invalidation the leader's miss did not see: a new flight.
-        let Role::Leader(second) = flights.join(&key(), Some(6)) else {
-            panic!("a newer miss leads a new flight");
-        };
-        assert!(second.passed_by && !first.passed_by);
-        assert!(matches!(flights.join(&key(), Some(6)), Role::Waiter(_)));
-        // The old leader finishing leaves the new flight in place.
-        first.finish(shared());
-        assert_eq!(flights.len(), 1);
-        assert!(matches!(flights.join(&key(), Some(6)), Role::Waiter(_)));
-        drop(second);
+        for (seq, shares) in [(4, true), (5, true), (6, false)] {
+            let Role::Waiter { may_share, .. } = flights.join(&key(), Some(seq)) else {
+                panic!("a caller with seq {seq} waits");
+            };
+            assert_eq!(may_share, shares, "seq {seq} against the leader's 5");
+        }
+        leader.finish(shared());
         assert_eq!(flights.len(), 0);
     }
 
@@ -262,7 +268,11 @@ mod tests {
         let Role::Leader(leader) = flights.join(&key(), Some(1)) else {
             panic!("the first caller leads");
         };
-        let Role::Waiter(waiting) = flights.join(&key(), Some(1)) else {
+        let Role::Waiter {
+            outcome: waiting,
+            may_share: true,
+        } = flights.join(&key(), Some(1))
+        else {
             panic!("a caller with the same seq waits");
         };
         drop(leader);

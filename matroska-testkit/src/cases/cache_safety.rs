@@ -246,34 +246,44 @@ pub async fn counters_count_calls_as_the_application_sees_them<H: Harness>(h: &H
         stats.coalesced, 0,
         "no call got another caller's value: {stats:?}"
     );
-    assert_eq!((stats.waits, stats.shares_refused), (0, 1), "{stats:?}");
+    // The second caller waited for the leader's load, did not take it, and read again.
+    assert_eq!((stats.waits, stats.shares_refused), (1, 1), "{stats:?}");
     assert_eq!((stats.hits, stats.misses), (1, 2), "{stats:?}");
     assert_eq!((stats.fills, stats.fills_rejected), (1, 1), "{stats:?}");
     assert!((stats.hit_rate() - 1.0 / 3.0).abs() < 1e-9, "{stats:?}");
 
-    // A caller that does take the leader's load: one wait, one shared value, still one miss.
+    // A caller that waits for the leader's load: one wait and no load of its own. It takes the
+    // value (one shared value, a miss), or, where the store's order moved between the two misses
+    // without an invalidation of these tags (PostgreSQL's does with any commit), reads the stored
+    // value after the leader (a hit).
     cache.delete(KEY).await.unwrap();
     let mut leader = held_fetch(&cache, &row);
     (&mut leader.read).await.unwrap();
     let second = free_fetch(&cache, &row);
     eventually(WAIT, "the second caller waits", || async {
-        cache.stats().waits >= 1
+        cache.stats().waits >= 2
     })
     .await;
     leader.release.send(()).unwrap();
     let second = second.await.unwrap().unwrap();
-    assert_eq!(
-        (second.value.as_str(), second.origin),
-        ("v2", Origin::Shared)
-    );
     let first = leader.task.await.unwrap().unwrap();
     assert_eq!(first.origin, Origin::Loaded { stored: true });
+    assert_eq!(second.value, "v2");
     let stats = cache.stats();
     assert_eq!(
-        (stats.loads, stats.coalesced, stats.waits),
-        (3, 1, 1),
+        (stats.loads, stats.waits, stats.fills),
+        (3, 2, 2),
         "{stats:?}"
     );
-    assert_eq!((stats.hits, stats.misses), (1, 4), "{stats:?}");
-    assert_eq!((stats.fills, stats.shares_refused), (2, 1), "{stats:?}");
+    match second.origin {
+        Origin::Shared => {
+            assert_eq!((stats.coalesced, stats.shares_refused), (1, 1), "{stats:?}");
+            assert_eq!((stats.hits, stats.misses), (1, 4), "{stats:?}");
+        }
+        Origin::Cache => {
+            assert_eq!((stats.coalesced, stats.shares_refused), (0, 2), "{stats:?}");
+            assert_eq!((stats.hits, stats.misses), (2, 3), "{stats:?}");
+        }
+        other => panic!("the second caller loaded ({other:?}) instead of waiting: {stats:?}"),
+    }
 }

@@ -56,13 +56,12 @@ pub async fn single_flight_shares_one_load<H: Harness>(h: &H) {
         1,
         "one loader call for 8 callers"
     );
+    // Every other caller waited. Each took the shared value, or (where the store's order moved
+    // between the misses, as PostgreSQL's does with any commit) read the stored one after it.
     let stats = cache.stats();
-    assert_eq!(
-        (stats.loads, stats.waits, stats.coalesced),
-        (1, 7, 7),
-        "{stats:?}"
-    );
-    assert_eq!((stats.misses, stats.hits), (8, 0), "{stats:?}");
+    assert_eq!((stats.loads, stats.waits), (1, 7), "{stats:?}");
+    assert_eq!(stats.coalesced + stats.hits, 7, "{stats:?}");
+    assert_eq!(stats.misses, 1 + stats.coalesced, "{stats:?}");
     assert_eq!(cache.get::<u32>("flight:k").await.unwrap(), Some(42));
 }
 

@@ -269,7 +269,8 @@ pub async fn inv3_lost_index_stays_a_miss_after_housekeeping_and_the_fill_window
 
 /// Invariant 3: the lost index is one of an entry's several tags; invalidating that tag makes
 /// the entry a miss, through housekeeping and the fill window, and leaves the other tag's
-/// entries alone.
+/// entries alone. (After housekeeping those may be misses too: a store that finds metadata lost
+/// may drop more than it covered, never serve less fresh data.)
 pub async fn inv3_lost_index_of_one_of_several_tags_means_miss<H: Harness>(h: &H) {
     let store = h.store().await;
     let (a, b) = (tag(&Dep::id("article", 5)), tag(&Dep::tag("homepage")));
@@ -284,7 +285,6 @@ pub async fn inv3_lost_index_of_one_of_several_tags_means_miss<H: Harness>(h: &H
     assert_eq!(hit(&store, &only_a).await, Some(bytes("v")));
     housekeep_past_the_window(h, &store, 2).await;
     all_missing(&store, &gone, "after housekeeping and the fill window").await;
-    assert_eq!(hit(&store, &only_a).await, Some(bytes("v")));
 }
 
 /// Invariant 3 for stamps: losing a tag's stamp after its invalidation (an eviction) never

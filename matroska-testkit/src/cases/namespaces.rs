@@ -221,18 +221,17 @@ pub async fn clear_racing_fills_never_serves_a_value_from_before_it<H: Harness>(
 async fn clear_race<H: Harness>(h: &H, seed: u64) -> u64 {
     let cache = Cache::new(h.store().await);
     let version = Arc::new(AtomicU64::new(0));
-    let cleared = Arc::new(AtomicU64::new(0));
+    let mut cleared = 0;
     let mut rng = Rng::new(seed);
-    let mut tasks = Vec::new();
-    for reader in 0..3 {
-        let (cache, version, cleared) = (cache.clone(), version.clone(), cleared.clone());
-        let mut rng = Rng::new(rng.next_u64());
-        tasks.push(tokio::spawn(async move {
-            for _ in 0..100 {
-                let floor = cleared.load(Ordering::SeqCst);
-                let k = format!("ns:race:{}", rng.below(3));
-                let yields = 1 + rng.below(3);
-                let version = Arc::clone(&version);
+    // Rounds: three reads start, then a clear runs while they load.
+    for _ in 0..60 {
+        let floor = cleared;
+        let mut reads = Vec::new();
+        for reader in 0..3 {
+            let (cache, version) = (cache.clone(), Arc::clone(&version));
+            let k = format!("ns:race:{}", rng.below(3));
+            let yields = rng.below(8);
+            reads.push(tokio::spawn(async move {
                 let seen = cache
                     .get_or_insert_with(k.as_str(), || async move {
                         let seen = version.load(Ordering::SeqCst);
@@ -248,19 +247,17 @@ async fn clear_race<H: Harness>(h: &H, seed: u64) -> u64 {
                     "reader {reader}: {k} holds version {seen}, but a clear after version \
                      {floor} had returned before the read began (seed {seed})"
                 );
-            }
-        }));
-    }
-    for _ in 0..30 {
+            }));
+        }
         let v = version.fetch_add(1, Ordering::SeqCst) + 1;
         for _ in 0..rng.below(4) {
             tokio::task::yield_now().await;
         }
         cache.clear().await.unwrap();
-        cleared.fetch_max(v, Ordering::SeqCst);
-    }
-    for task in tasks {
-        task.await.unwrap();
+        cleared = v;
+        for read in reads {
+            read.await.unwrap();
+        }
     }
     cache.stats().fills_rejected
 }
