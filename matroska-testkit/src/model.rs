@@ -6,7 +6,7 @@
 //! `Cache::fetch` loads released later, multi-tag invalidations (some padded past per-script tag
 //! limits), `delete`, `clear`, time passing, lost indexes, stamps and namespace state, and
 //! housekeeping, on two handles of one namespace, mostly on
-//! [`Harness::small_store`](crate::Harness::small_store) so that every budget runs out. After
+//! [`Harness::small_store`] so that every budget runs out. After
 //! each step it checks the store's answer against the model (see `model/reference.rs`): a hit
 //! returns exactly the current value, a fill whose token predates an invalidation of its tags is
 //! refused, a fresh fill is stored, an entry that must be live is a hit, invalidation counts are
@@ -19,6 +19,10 @@
 //! - `MATROSKA_MODEL_CASES=<n>` sets the number of sequences (the long run); the default is 200
 //!   on a mock clock and 32 in real time;
 //! - `MATROSKA_MODEL_STEPS=<n>` sets the longest sequence (default 48).
+//!
+//! A long run lifts the suite's time limit on the case; run it with `cargo test`, which has no
+//! per-test timeout (nextest's profile kills a test after 3 minutes), for example:
+//! `MATROSKA_MODEL_CASES=5000 cargo test -p matroska-redis --test conformance model:: -- --nocapture`.
 
 mod envelope;
 mod exec;
