@@ -9,6 +9,7 @@ local NONCE = ARGV[3]
 if type(NONCE) ~= 'string' or not string.find(NONCE, '^%x%x%x%x%x%x%x%x$') then
   NONCE = '00000000'
 end
+local STATE = P .. ':seq'
 local META = P .. ':meta'
 local PENDING = P .. ':pending'
 local HUGE = math.huge
@@ -70,22 +71,30 @@ local function unlink(keys)
 end
 
 -- ---------------------------------------------------------------------------------------------
--- The namespace state: fields `seq`, `safe` and `gen` of P:meta (named fields; tags, the other
--- fields, always contain ':', these never do).
+-- The namespace state (P:seq), one string the client reads with the entry in one MGET:
+-- "seq=<n> safe=<u> gen=<generation> inv=<seq of the last invalidation> prev=<generation>:<inv>"
+-- (prev: the generation a lost metadata hash ended, and its last invalidation; "-" if none).
 
 local GEN = '^' .. string.rep('%d', 20) .. string.rep('%x', 8) .. '$'
 
-local function read_state(n, u, gen)
-  if type(n) ~= 'string' or type(u) ~= 'string' or type(gen) ~= 'string' then return nil end
-  if not string.find(n, '^%d+$') or not string.find(u, '^%d+$') or #n > 19 or #u > 19
-    or not string.find(gen, GEN) then
-    return nil
+local function read_state(v)
+  if type(v) ~= 'string' then return nil end
+  local n, u, gen, inv, prev =
+    string.match(v, '^seq=(%d+) safe=(%d+) gen=(%w+) inv=(%d+) prev=([%w:-]+)$')
+  if not n or #n > 19 or #u > 19 or #inv > 19 or not string.find(gen, GEN) then return nil end
+  local ns = { n = tonumber(n), u = tonumber(u), gen = gen, inv = tonumber(inv), dirty = false }
+  local pgen, pinv = string.match(prev, '^(%w+):(%d+)$')
+  if pgen and string.find(pgen, GEN) and #pinv <= 19 then
+    ns.prev_gen, ns.prev_inv = pgen, tonumber(pinv)
   end
-  return { n = tonumber(n), u = tonumber(u), gen = gen, dirty = false }
+  return ns
 end
 
 local function write_state(ns)
-  redis.call('HSET', META, 'seq', int(ns.n), 'safe', int(ns.u))
+  local prev = '-'
+  if ns.prev_gen then prev = ns.prev_gen .. ':' .. int(ns.prev_inv) end
+  redis.call('SET', STATE, 'seq=' .. int(ns.n) .. ' safe=' .. int(ns.u) .. ' gen=' .. ns.gen
+    .. ' inv=' .. int(ns.inv) .. ' prev=' .. prev)
   ns.dirty = false
 end
 
@@ -150,22 +159,33 @@ local function write_rec(t, rec, ms, ns)
 end
 
 -- ---------------------------------------------------------------------------------------------
--- Opening the namespace: P:meta must exist and hold a readable state; otherwise it was lost
--- (evicted, deleted, a restart) or written by someone else, and the namespace starts a new
--- generation: every entry filled before is a miss, every fill token issued before is refused,
--- every record and index of the old generation is ignored.
+-- Opening the namespace: the state and the metadata must both exist, be readable and name the
+-- same generation; otherwise one of them was lost (evicted, deleted, a restart) or written by
+-- someone else, and the namespace starts a new generation: every entry filled before is a miss,
+-- every record and index of the old generation is ignored, and every fill token issued before is
+-- refused, except (when only the metadata was lost, and the state says when the last
+-- invalidation was) tokens issued after the last invalidation of the old generation: no stamp
+-- they could have met was lost.
 
--- A new generation. `old` is the previous state, if readable; `had_data` whether the old
--- metadata existed (then a walk removes what the old generation left); `into`, if given, is the
--- namespace table to reset in place (callers that hold it see the new generation).
-local function bump(old, had_data, us, into)
+-- A new generation. `old` is the previous state, if readable; `carry` whether tokens of the old
+-- generation issued after its last invalidation stay good (the metadata was lost, not the state,
+-- and this is no clear); `had_data` whether anything of the old generation may be left (then a
+-- walk removes it); `into`, if given, is the namespace table to reset in place.
+local function bump(old, carry, had_data, us, into)
   local n = us
   if old and old.n >= n then n = old.n + 1 end
   local ns = into or {}
-  ns.n, ns.u, ns.gen, ns.walked, ns.dirty = n, n, pad(n) .. NONCE, 0, false
+  ns.n, ns.u, ns.gen, ns.inv, ns.walked = n, n, pad(n) .. NONCE, n, 0
+  ns.prev_gen, ns.prev_inv = nil, nil
+  if carry and old then ns.prev_gen, ns.prev_inv = old.gen, old.inv end
+  ns.walk, ns.wanted = nil, 0
+  write_state(ns)
   redis.call('UNLINK', META)
-  redis.call('HSET', META, 'seq', int(n), 'safe', int(n), 'gen', ns.gen)
-  if had_data then redis.call('HSET', META, 'walk_wanted', int(n)) end
+  redis.call('HSET', META, 'gen', ns.gen)
+  if had_data then
+    redis.call('HSET', META, 'walk_wanted', int(n))
+    ns.wanted = n
+  end
   return ns
 end
 
@@ -173,17 +193,20 @@ end
 -- namespace (nil when it is unusable and `create` is false), the records (one per tag) and the
 -- entry's value (false if none, or not a string).
 local function open(tags, create, ekey, us)
-  local blob = false
-  if ekey then blob = redis.call('MGET', ekey)[1] end
-  local fields = { 'seq', 'safe', 'gen', 'walked' }
+  local keys = { STATE }
+  if ekey then keys[2] = ekey end
+  local got = redis.call('MGET', unpack(keys))
+  local ns = read_state(got[1])
+  local blob = got[2] or false
+  local fields = { 'gen', 'walked', 'walk', 'walk_wanted' }
   for i, t in ipairs(tags) do fields[i + 4] = t end
   local h = redis.pcall('HMGET', META, unpack(fields))
   local readable = type(h) == 'table' and h.err == nil
-  local ns = readable and read_state(h[1], h[2], h[3]) or nil
   local recs = {}
-  local ok = ns ~= nil
+  local ok = ns ~= nil and readable and h[1] == ns.gen
   if ok then
-    ns.walked = tonumber(h[4]) or 0
+    ns.walked = tonumber(h[2]) or 0
+    ns.walk, ns.wanted = h[3] or nil, tonumber(h[4]) or 0
     for i = 1, #tags do
       recs[i] = read_rec(h[i + 4])
       if not recs[i] then ok = false end
@@ -191,8 +214,8 @@ local function open(tags, create, ekey, us)
   end
   if ok then return ns, recs, blob end
   if not create then return nil, nil, blob end
-  local had_data = not readable or h[1] ~= false or h[2] ~= false or h[3] ~= false
-  ns = bump(ns, had_data, us)
+  local had_data = got[1] ~= false or not readable or h[1] ~= false
+  ns = bump(ns, true, had_data, us)
   for i = 1, #tags do recs[i] = read_rec(false) end
   return ns, recs, blob
 end
@@ -213,10 +236,12 @@ local function read_one(t)
   return read_rec(redis.call('HGET', META, t))
 end
 
--- Asks for a walk of the namespace (see walk below) that starts after `seq`.
-local function want_walk(seq)
-  local wanted = tonumber(redis.call('HGET', META, 'walk_wanted')) or 0
-  if seq > wanted then redis.call('HSET', META, 'walk_wanted', int(seq)) end
+-- Asks for a walk of the namespace (see walk below) that starts at `seq` or later.
+local function want_walk(seq, ns)
+  if seq > ns.wanted then
+    ns.wanted = seq
+    redis.call('HSET', META, 'walk_wanted', int(seq))
+  end
 end
 
 -- ---------------------------------------------------------------------------------------------
@@ -251,24 +276,24 @@ local function encode(q, gen, kind, tags, value)
 end
 
 -- ---------------------------------------------------------------------------------------------
--- Reverse indexes (P:t:<tag>): sorted sets of keys scored by expiry in ms (+inf: persistent),
--- and a sentinel member, NUL followed by the generation, scored -inf: it marks the index as this
--- generation's (an index without it is left over from an older one, or foreign) and sorts first.
+-- Reverse indexes (P:t:<tag>): sorted sets of keys scored by expiry in ms (+inf: persistent). The
+-- tag's record says whether one should exist (`index_until`): an index no record expects was left
+-- by an older generation, or written by someone else, and is removed where it is found.
 
-local function sentinel(ns) return '\0' .. ns.gen end
-
--- Whether the index at `idx` is this generation's; one that is not is removed.
-local function current(idx, ns)
-  local score = redis.pcall('ZSCORE', idx, sentinel(ns))
-  if type(score) == 'table' and score.err then
+-- Up to `limit` + 1 members of the index at `idx` (all of them when it has no more than `limit`),
+-- for a record expecting an index until `x` (nil: none); an index of another type, or one no
+-- record expects, is removed (none).
+local function members(idx, x, limit)
+  local list = redis.pcall('ZRANGE', idx, 0, limit)
+  if type(list) ~= 'table' or list.err then
     redis.call('UNLINK', idx)
-    return false
+    return {}
   end
-  if not score then
+  if #list > 0 and x == nil then
     redis.call('UNLINK', idx)
-    return false
+    return {}
   end
-  return true
+  return list
 end
 
 -- Index lifetimes only grow: an index must outlive its entries. Extended by a quarter more, so that
@@ -287,32 +312,39 @@ local function lost_index(rec, ns)
   ns.dirty = true
   rec.outside_until = later(rec.outside_until, rec.index_until)
   rec.since = ns.n
-  if rec.outside_until == HUGE then want_walk(ns.n) end
+  if rec.outside_until == HUGE then want_walk(ns.n, ns) end
 end
 
 -- Puts key k, whose entry expires at `need` (ms, or HUGE), in the index of tag t; rec is the tag's
--- record, read before (and written here when it changes). Prunes a few expired members when
--- `prune` is set. Returns whether the record changed.
+-- record, read and settled before (and written here when it changes). Prunes a few dead members
+-- when `prune` is set. Returns whether the record changed.
 local function index_add(t, k, need, rec, ms, ns, prune)
   local idx = index_key(t)
   local score = 'inf'
   if need ~= HUGE then score = int(need) end
   local x = rec.index_until
+  local added = redis.pcall('ZADD', idx, score, k)
+  if type(added) ~= 'number' then
+    -- A key of another type: foreign.
+    redis.call('UNLINK', idx)
+    added = redis.call('ZADD', idx, score, k)
+  end
+  -- A new index holds k alone; an existing one held members before (k among them if added is 0).
+  local new = added == 1 and redis.call('ZCARD', idx) == 1
+  if x == nil and not new then
+    -- An index no record expects: left by an older generation, or foreign. Start it anew.
+    redis.call('UNLINK', idx)
+    redis.call('ZADD', idx, score, k)
+    new = true
+  end
   local changed = false
-  if not current(idx, ns) then
+  if new then
+    -- If one was expected until later, it was lost.
     if x and x > ms then lost_index(rec, ns) end
-    redis.call('ZADD', idx, '-inf', sentinel(ns), score, k)
     x = target(need, ms)
     if x ~= HUGE then redis.call('PEXPIREAT', idx, int(x)) end
     changed = true
   else
-    local added = redis.call('ZADD', idx, score, k)
-    if x == nil then
-      -- The record was pruned or removed while the index lives on: read its expiry.
-      local pttl = redis.call('PTTL', idx)
-      if pttl < 0 then x = HUGE else x = ms + pttl end
-      changed = true
-    end
     if x < need then
       x = target(need, ms)
       if x == HUGE then redis.call('PERSIST', idx) else redis.call('PEXPIREAT', idx, int(x)) end
@@ -321,12 +353,10 @@ local function index_add(t, k, need, rec, ms, ns, prune)
     if prune and added == 1 then
       -- Dead members: a few whose entries have expired, and two picked at random whose entries
       -- are gone (evicted, or deleted by another tag's invalidation): removed, so that dead
-      -- members cannot accumulate in an index that is never invalidated.
-      local dead = redis.call('ZRANGEBYSCORE', idx, '(-inf', '(' .. int(ms), 'LIMIT', 0, 8)
+      -- members cannot accumulate in an index that is never invalidated. The index keeps k.
+      local dead = redis.call('ZRANGEBYSCORE', idx, '-inf', '(' .. int(ms), 'LIMIT', 0, 8)
       for _, m in ipairs(redis.call('ZRANDMEMBER', idx, 2)) do
-        if string.byte(m, 1) ~= 0 and m ~= k and redis.call('EXISTS', entry_key(m)) == 0 then
-          dead[#dead + 1] = m
-        end
+        if m ~= k and redis.call('EXISTS', entry_key(m)) == 0 then dead[#dead + 1] = m end
       end
       if #dead > 0 then redis.call('ZREM', idx, unpack(dead)) end
     end
@@ -338,12 +368,12 @@ local function index_add(t, k, need, rec, ms, ns, prune)
   return changed
 end
 
--- Takes key k out of the index of tag t. An index left with only its sentinel is dropped, and
--- the record notes that none is expected any more (and goes when it has nothing left to say).
+-- Takes key k out of the index of tag t. An index left empty is gone (Redis deletes an empty
+-- sorted set), and the record notes that none is expected any more (and goes when it has nothing
+-- left to say).
 local function unindex(t, k, ms, ns)
   local idx = index_key(t)
-  if redis.call('ZREM', idx, k) == 1 and redis.call('ZCARD', idx) <= 1 then
-    redis.call('UNLINK', idx)
+  if redis.pcall('ZREM', idx, k) == 1 and redis.call('EXISTS', idx) == 0 then
     local rec = read_one(t)
     if rec then
       rec = settle(rec, ms, ns.walked)
@@ -370,7 +400,7 @@ end
 local function sweep(keys, t, stamp, ms, ns)
   local ekeys, names = {}, {}
   for _, k in ipairs(keys) do
-    if string.byte(k, 1) ~= 0 then
+    if k ~= '' then
       ekeys[#ekeys + 1] = entry_key(k)
       names[#names + 1] = k
     end
@@ -424,8 +454,9 @@ local function revalidate(k, e, ms, ns)
 end
 
 -- ---------------------------------------------------------------------------------------------
--- Sets aside (P:r:<seq>:<tag>): an index renamed away by the invalidation at <seq>, its sentinel
--- included, listed in P:pending (scored by when its client last worked on it) until reclaimed.
+-- Sets aside (P:r:<seq>:<tag>): an index renamed away by the invalidation at <seq>, listed in
+-- P:pending (scored by when its client last worked on it) until reclaimed. One whose <seq> is below
+-- the start of the current generation belongs to an older one.
 
 local function pending_rem(r)
   local n = redis.pcall('ZREM', PENDING, r)
@@ -446,6 +477,9 @@ local function set_name(r)
   return tonumber(seq), t
 end
 
+-- The seq the current generation started at.
+local function gen_start(ns) return tonumber(string.sub(ns.gen, 1, 20)) end
+
 -- The set aside r is gone: drained (`lost` false) or lost before it was drained (evicted, deleted
 -- by hand). Updates its tag's record; a lost set's entries are outside every index from now on.
 local function set_gone(t, lost, ms, ns)
@@ -459,7 +493,7 @@ local function set_gone(t, lost, ms, ns)
       ns.n = ns.n + 1
       ns.dirty = true
       rec.since = ns.n
-      if rec.outside_until == HUGE then want_walk(ns.n) end
+      if rec.outside_until == HUGE then want_walk(ns.n, ns) end
     end
     if rec.asides == 0 then rec.aside_until = nil end
     write_rec(t, rec, ms, ns)
@@ -475,13 +509,12 @@ local function reclaim(r, budget, own_ms, ms, ns)
     pending_rem(r)
     return 0, 0, false
   end
-  local alive = redis.pcall('ZSCORE', r, sentinel(ns))
-  if type(alive) == 'table' or not alive then
-    -- Gone, foreign, or of an older generation.
+  if stamp < gen_start(ns) or redis.call('EXISTS', r) == 0 then
+    -- Of an older generation, or gone: drained by another client, or lost.
     local listed = pending_rem(r)
     if redis.call('EXISTS', r) == 1 then
       redis.call('UNLINK', r)
-    elseif listed then
+    elseif listed and stamp >= gen_start(ns) then
       set_gone(t, true, ms, ns)
     end
     return 0, 0, false
@@ -490,11 +523,10 @@ local function reclaim(r, budget, own_ms, ms, ns)
   local keys = {}
   for i = 1, #popped, 2 do keys[#keys + 1] = popped[i] end
   local removed = sweep(keys, t, stamp, ms, ns)
-  if redis.call('ZCARD', r) > 1 then
+  if redis.call('EXISTS', r) == 1 then
     if own_ms then pending_add(own_ms, r) end
     return removed, #keys, true
   end
-  redis.call('UNLINK', r)
   pending_rem(r)
   set_gone(t, false, ms, ns)
   return removed, #keys, false
@@ -510,34 +542,34 @@ end
 -- every record's `since` < w obsolete: each entry that could be outside an index then was looked
 -- at. Returns true when no walk is left to do.
 local function walk(count, ms, us, ns)
-  local w = redis.call('HMGET', META, 'walk', 'walk_wanted')
-  local cursor, start = string.match(w[1] or '', '^(%d+) (%d+)$')
-  local wanted = tonumber(w[2]) or 0
+  local cursor, start = string.match(ns.walk or '', '^(%d+) (%d+)$')
   if not cursor then
-    if wanted <= ns.walked then return true end
+    if ns.wanted <= ns.walked then return true end
     cursor, start = '0', int(ns.n)
   end
   local page = redis.call('SCAN', cursor, 'MATCH', P .. ':*', 'COUNT', count)
   local e, t, r = P .. ':e:', P .. ':t:', P .. ':r:'
   local ekeys, names = {}, {}
   for _, key in ipairs(page[2]) do
-    if key == META or key == PENDING then
+    if key == STATE or key == META or key == PENDING then
       -- The namespace's own.
     elseif starts(key, e) then
       ekeys[#ekeys + 1] = key
       names[#names + 1] = string.sub(key, #e + 1)
     elseif starts(key, t) then
-      current(key, ns)
+      -- An index no record expects is an older generation's, or foreign.
+      local rec = read_one(string.sub(key, #t + 1))
+      if rec then members(key, settle(rec, ms, ns.walked).index_until, 0) end
     elseif starts(key, r) then
-      local alive = redis.pcall('ZSCORE', key, sentinel(ns))
-      if type(alive) == 'table' or not alive then
+      local stamp = set_name(key)
+      if not stamp or stamp < gen_start(ns) then
         redis.call('UNLINK', key)
         pending_rem(key)
       elseif not redis.pcall('ZSCORE', PENDING, key) then
         pending_add(0, key)
       end
-    elseif key == P .. ':seq' or starts(key, P .. ':s:') or starts(key, P .. ':x:') then
-      -- The state, stamps and clear drains of versions before PROTOCOL.md.
+    elseif starts(key, P .. ':s:') or starts(key, P .. ':x:') then
+      -- Stamps and clear drains of versions before PROTOCOL.md.
       redis.call('UNLINK', key)
     end
   end
@@ -553,7 +585,7 @@ local function walk(count, ms, us, ns)
         redis.call('UNLINK', ekeys[i])
       elseif entry.q < ns.u then
         if revalidate(names[i], entry, ms, ns) == 'broken' then
-          bump(ns, true, us, ns)
+          bump(ns, true, true, us, ns)
           return false
         end
       end
@@ -562,28 +594,39 @@ local function walk(count, ms, us, ns)
   if page[1] == '0' then
     redis.call('HSET', META, 'walked', start)
     redis.call('HDEL', META, 'walk')
-    ns.walked = tonumber(start)
-    return wanted <= ns.walked
+    ns.walked, ns.walk = tonumber(start), nil
+    return ns.wanted <= ns.walked
   end
-  redis.call('HSET', META, 'walk', page[1] .. ' ' .. start)
+  ns.walk = page[1] .. ' ' .. start
+  redis.call('HSET', META, 'walk', ns.walk)
   return false
 end
 
--- One step of pruning records: an HSCAN of `count` fields of P:meta (a cursor kept in it), each
--- record that protects nothing any more is removed. Returns true when the pass is complete.
+-- Removes a record that protects nothing any more; `t` must be a tag (its field contains ':').
+local function prune_one(t, v, ms, ns)
+  local rec = read_rec(v)
+  if rec and not needed(settle(rec, ms, ns.walked), ms, ns) then redis.call('HDEL', META, t) end
+end
+
+-- Prunes up to `count` records picked at random (HRANDFIELD: O(count) however large the hash):
+-- run on the side of writes, twice as many as the records they wrote, so that records that
+-- protect nothing cannot accumulate (in expectation at most as many as the live ones).
+local function prune_sample(count, ms, ns)
+  if count <= 0 then return end
+  local picked = redis.call('HRANDFIELD', META, count, 'WITHVALUES')
+  for i = 1, #picked, 2 do
+    if string.find(picked[i], ':', 1, true) then prune_one(picked[i], picked[i + 1], ms, ns) end
+  end
+end
+
+-- One step of a complete pass of pruning: an HSCAN of `count` fields of P:meta (its cursor kept
+-- in the field `prune`). Returns true when the pass is complete. For housekeeping.
 local function prune(count, ms, ns)
   local cursor = redis.call('HGET', META, 'prune') or '0'
   local page = redis.call('HSCAN', META, cursor, 'COUNT', count)
   local fields = page[2]
   for i = 1, #fields, 2 do
-    local t = fields[i]
-    if string.find(t, ':', 1, true) then -- a tag (the hash's own fields have no ':')
-      local rec = read_rec(fields[i + 1])
-      if rec then
-        rec = settle(rec, ms, ns.walked)
-        if not needed(rec, ms, ns) then redis.call('HDEL', META, t) end
-      end
-    end
+    if string.find(fields[i], ':', 1, true) then prune_one(fields[i], fields[i + 1], ms, ns) end
   end
   redis.call('HSET', META, 'prune', page[1])
   return page[1] == '0'

@@ -23,7 +23,7 @@ if blob then
       if ns.dirty then write_state(ns) end
       return blob
     elseif verdict == 'broken' then
-      bump(ns, true, us, ns)
+      bump(ns, true, true, us, ns)
       redis.call('UNLINK', KEYS[1])
     end
   end

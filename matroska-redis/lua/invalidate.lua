@@ -1,5 +1,5 @@
 -- ---------------------------------------------------------------------------------------------
--- invalidate(KEYS[1] = P:meta; ARGV: P, window, nonce, budget, grace ms, defer (0/1), tag...)
+-- invalidate(KEYS[1] = P:seq; ARGV: P, window, nonce, budget, grace ms, defer (0/1), tag...)
 -- 1. seq moves past every value seen (seq + 1, the server time in µs, each tag's stamp), so it
 --    never goes backwards;
 -- 2. each tag is stamped with it: from now on put refuses tokens issued before, and reads refuse
@@ -10,7 +10,8 @@
 --    entries meanwhile. An index that should exist but does not was lost: the safe mark rises
 --    too, and the record keeps the stamp as long as its entries may live;
 -- 4. with budget left: a chunk of a set abandoned by an earlier call (its client stopped working
---    on it more than `grace` ms ago), a step of a pending walk, a step of pruning records.
+--    on it more than `grace` ms ago) and a step of a wanted walk; and twice as many records as it
+--    wrote are looked at for pruning.
 -- Returns {entries removed, sets aside still to reclaim...}.
 local budget, grace = tonumber(ARGV[4]) or 1, tonumber(ARGV[5]) or 30000
 local defer = ARGV[6] == '1'
@@ -24,48 +25,42 @@ for i = 1, #tags do
   recs[i] = settle(recs[i], ms, ns.walked)
   seq = math.max(seq, recs[i].stamp + 1)
 end
-ns.n = seq
+ns.n, ns.inv = seq, seq
 ns.dirty = true
 
 local removed, aside = 0, {}
 for i, t in ipairs(tags) do
   local idx, rec = index_key(t), recs[i]
-  if not current(idx, ns) then
+  -- Its members, up to one more than the budget has left: they fit when no more than that came
+  -- back (the count decides, never the order of members with equal scores).
+  local list = members(idx, rec.index_until, budget)
+  local n = #list
+  if n == 0 then
     if rec.index_until and rec.index_until > ms then
       -- Lost: its entries cannot be found, reads must check them against the stamp.
       rec.outside_until = later(rec.outside_until, rec.index_until)
       rec.since = seq
       ns.u = seq
-      if rec.outside_until == HUGE then want_walk(seq) end
+      if rec.outside_until == HUGE then want_walk(seq, ns) end
     end
+  elseif n <= budget then
+    redis.call('UNLINK', idx)
+    removed = removed + sweep(list, t, seq, ms, ns)
+    budget = budget - n
   else
-    -- Members besides the sentinel. They fit when there are no more than the budget left: the
-    -- count decides, never the order of members with equal scores.
-    local members = redis.call('ZCARD', idx) - 1
-    if members <= budget then
-      local list = redis.call('ZRANGE', idx, 1, -1)
-      redis.call('UNLINK', idx)
-      removed = removed + sweep(list, t, seq, ms, ns)
-      budget = budget - members
-    else
-      local r = P .. ':r:' .. int(seq) .. ':' .. t
-      redis.call('RENAME', idx, r)
-      -- A deferred set may be picked up by anyone at once; the others are this call's client's
-      -- for as long as it keeps working on them.
-      local score = ms
-      if defer then score = 0 end
-      pending_add(score, r)
-      aside[#aside + 1] = r
-      local x = rec.index_until
-      if x == nil then
-        local pttl = redis.call('PTTL', r)
-        if pttl < 0 then x = HUGE else x = ms + pttl end
-      end
-      rec.aside_until = later(rec.aside_until, x)
-      rec.asides = rec.asides + 1
-      rec.since = seq
-      ns.u = seq
-    end
+    local r = P .. ':r:' .. int(seq) .. ':' .. t
+    redis.call('RENAME', idx, r)
+    -- A deferred set may be picked up by anyone at once; the others are this call's client's
+    -- for as long as it keeps working on them.
+    local score = ms
+    if defer then score = 0 end
+    pending_add(score, r)
+    aside[#aside + 1] = r
+    local x = rec.index_until
+    rec.aside_until = later(rec.aside_until, x)
+    rec.asides = rec.asides + 1
+    rec.since = seq
+    ns.u = seq
   end
   rec.stamp = seq
   rec.stamp_until = seq + WINDOW_US
@@ -86,7 +81,7 @@ if budget > 0 then
   end
 end
 if budget > 0 then walk(math.min(budget, 100), ms, us, ns) end
-prune(16, ms, ns)
+prune_sample(2 * #tags, ms, ns)
 if ns.dirty then write_state(ns) end
 
 local out = { removed }

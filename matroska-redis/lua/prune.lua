@@ -1,5 +1,5 @@
 -- ---------------------------------------------------------------------------------------------
--- prune(KEYS[1] = P:meta; ARGV: P, window, nonce, count)
+-- prune(KEYS[1] = P:seq; ARGV: P, window, nonce, count)
 -- One bounded step of pruning the tag records (see prune in common.lua). Returns 1 when a pass
 -- over every record is complete, else 0.
 local ms, us = now()

@@ -16,8 +16,11 @@ local q
 if ARGV[7] ~= '' then
   q = tonumber(ARGV[7])
   local issued = tonumber(ARGV[9])
-  -- Another generation (the namespace was cleared or lost since the miss), or unreadable.
-  if ARGV[8] ~= ns.gen or q == nil or issued == nil then return 0 end
+  if q == nil or issued == nil then return 0 end
+  -- Another generation: the namespace was cleared or lost since the miss. A token of the
+  -- generation that a lost metadata hash ended stays good if it was issued after that
+  -- generation's last invalidation (no stamp it could meet was lost).
+  if ARGV[8] ~= ns.gen and not (ARGV[8] == ns.prev_gen and q >= ns.prev_inv) then return 0 end
   -- A seq this namespace has not reached: a token from the future.
   if q > ns.n then return 0 end
   -- Older than the fill window, on the sequence clock (which never goes backwards) ...
@@ -53,12 +56,12 @@ else
   redis.call('SET', KEYS[1], entry)
 end
 
--- Index it (a put that adds a member to an index also prunes a few expired ones), and prune a few
--- records when this put wrote one.
-local wrote = false
+-- Index it (a put that adds a member to an index also prunes a few dead ones), and prune twice as
+-- many records as this put wrote.
+local wrote = 0
 for i, t in ipairs(tags) do
-  if index_add(t, k, need, recs[i], ms, ns, true) then wrote = true end
+  if index_add(t, k, need, recs[i], ms, ns, true) then wrote = wrote + 1 end
 end
-if wrote then prune(8, ms, ns) end
+prune_sample(2 * wrote, ms, ns)
 if ns.dirty then write_state(ns) end
 return 1

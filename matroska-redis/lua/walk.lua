@@ -1,5 +1,5 @@
 -- ---------------------------------------------------------------------------------------------
--- walk(KEYS[1] = P:meta; ARGV: P, window, nonce, count)
+-- walk(KEYS[1] = P:seq; ARGV: P, window, nonce, count)
 -- One bounded step of the namespace walk (see walk in common.lua). Returns 1 when no walk is left
 -- to do, else 0.
 local ms, us = now()

@@ -8,7 +8,8 @@ pub(crate) const GEN_LEN: usize = 28;
 /// The fixed part of an entry: q (20 digits), the generation, the kind, the tags' length (8).
 pub(crate) const HEADER_LEN: usize = 20 + GEN_LEN + 1 + 8;
 
-/// The namespace state: the fields `seq`, `safe` and `gen` of the namespace's metadata.
+/// The namespace state, `seq=<n> safe=<u> gen=<generation> inv=<seq> prev=<generation>:<seq>`
+/// (`prev=-` when there is none). The plain read needs the first three.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct State<'a> {
     /// The sequence number: the namespace's clock.
@@ -20,28 +21,28 @@ pub(crate) struct State<'a> {
 }
 
 impl<'a> State<'a> {
-    /// Parses the state from the values of `seq`, `safe` and `gen`; `None` for anything the
-    /// scripts would not accept either (they then start a new generation).
-    pub(crate) fn parse(seq: &[u8], safe: &[u8], gen_id: &'a [u8]) -> Option<Self> {
-        Some(Self {
-            seq: number(seq, 19)?,
-            safe: number(safe, 19)?,
-            gen_id: std::str::from_utf8(gen_id)
-                .ok()
-                .filter(|g| is_gen(g.as_bytes()))?,
-        })
-    }
-
-    /// Parses the state from an `HMGET seq safe gen` reply.
-    pub(crate) fn from_fields(fields: &'a [redis::Value]) -> Option<Self> {
-        match fields {
-            [
-                redis::Value::BulkString(seq),
-                redis::Value::BulkString(safe),
-                redis::Value::BulkString(gen_id),
-            ] => Self::parse(seq, safe, gen_id),
-            _ => None,
+    /// Parses the state; `None` for anything `read_state` in `lua/common.lua` refuses (the
+    /// scripts then start a new generation).
+    pub(crate) fn parse(text: &'a [u8]) -> Option<Self> {
+        let text = std::str::from_utf8(text).ok()?;
+        let mut fields = text.split(' ');
+        let mut field = |name: &str| fields.next()?.strip_prefix(name);
+        let seq = number(field("seq=")?.as_bytes(), 19)?;
+        let safe = number(field("safe=")?.as_bytes(), 19)?;
+        let gen_id = field("gen=").filter(|g| is_gen(g.as_bytes()))?;
+        number(field("inv=")?.as_bytes(), 19)?;
+        let prev = field("prev=")?;
+        if prev != "-" {
+            let (prev_gen, prev_inv) = prev.split_once(':')?;
+            if !is_gen(prev_gen.as_bytes()) {
+                return None;
+            }
+            number(prev_inv.as_bytes(), 19)?;
         }
+        fields
+            .next()
+            .is_none()
+            .then_some(Self { seq, safe, gen_id })
     }
 }
 
@@ -151,29 +152,25 @@ mod tests {
 
     #[test]
     fn the_state_parses_and_foreign_ones_do_not() {
-        let state = State::parse(b"17", b"12", gen_id().as_bytes()).unwrap();
-        assert_eq!((state.seq, state.safe, state.gen_id), (17, 12, gen_id()));
-        let bulk = |b: &[u8]| redis::Value::BulkString(b.to_vec());
-        let fields = [bulk(b"17"), bulk(b"12"), bulk(gen_id().as_bytes())];
-        assert_eq!(State::from_fields(&fields), Some(state));
-        let long = format!("{}x", gen_id());
-        for (seq, safe, gen_id) in [
-            (&b""[..], &b"1"[..], gen_id().as_bytes()),
-            (b"x", b"1", gen_id().as_bytes()),
-            (b"-1", b"1", gen_id().as_bytes()),
-            (b"1", b"1", long.as_bytes()),
-            (b"1", b"1", &gen_id().as_bytes()[1..]),
-            (b"99999999999999999999", b"1", gen_id().as_bytes()),
+        let g = gen_id();
+        let text = format!("seq=17 safe=12 gen={g} inv=15 prev=-");
+        let state = State::parse(text.as_bytes()).unwrap();
+        assert_eq!((state.seq, state.safe, state.gen_id), (17, 12, g));
+        let with_prev = format!("seq=17 safe=12 gen={g} inv=15 prev={g}:3");
+        assert!(State::parse(with_prev.as_bytes()).is_some());
+        for bad in [
+            String::new(),
+            "17 12 3 0 1700-abcd".to_owned(),
+            format!("seq=17 safe=12 gen={g}"),
+            format!("seq=x safe=12 gen={g} inv=1 prev=-"),
+            format!("seq=17 safe=12 gen={g}x inv=1 prev=-"),
+            format!("seq=17 safe=12 gen={g} inv=1 prev=- extra"),
+            format!("seq=17 safe=12 gen={g} inv=1 prev=x:1"),
+            format!("seq=17 safe=12 gen={g} inv=1 prev={g}"),
+            format!("seq=17 gen={g} safe=12 inv=1 prev=-"),
+            format!("seq=99999999999999999999 safe=1 gen={g} inv=1 prev=-"),
         ] {
-            assert_eq!(
-                State::parse(seq, safe, gen_id),
-                None,
-                "{seq:?} {safe:?} {gen_id:?}"
-            );
+            assert_eq!(State::parse(bad.as_bytes()), None, "{bad:?}");
         }
-        assert_eq!(
-            State::from_fields(&[redis::Value::Nil, bulk(b"1"), bulk(gen_id().as_bytes())]),
-            None
-        );
     }
 }

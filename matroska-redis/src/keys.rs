@@ -19,7 +19,8 @@ const MAX_PREFIX_LEN: usize = 128;
 ///
 /// | key | type | content |
 /// | --- | --- | --- |
-/// | `{prefix}:meta` | hash | the namespace's state (`seq`, `safe`, `gen`, housekeeping cursors) and one record per tag: its stamp (the sequence number of its last invalidation) and how long its index and entries may live |
+/// | `{prefix}:seq` | string | the namespace's state: sequence number, safe mark, generation, last invalidation |
+/// | `{prefix}:meta` | hash | the generation again, housekeeping cursors, and one record per tag: its stamp (the sequence number of its last invalidation) and how long its index and entries may live |
 /// | `{prefix}:e:<key>` | string | an entry: the sequence number it was filled at, its generation, its tags, its value |
 /// | `{prefix}:t:<tag>` | sorted set | the reverse index of a tag: keys scored by expiry (ms) |
 /// | `{prefix}:r:<seq>:<tag>` | sorted set | an index set aside by a large invalidation, reclaimed in chunks |
@@ -149,9 +150,9 @@ impl KeyLayout {
         self.join("t", tag.as_str())
     }
 
-    /// The key of the namespace's metadata: a hash holding the namespace's state (sequence
-    /// number, safe mark, generation) and a record per tag (its invalidation stamp, and how long
-    /// its index and entries may live).
+    /// The key of the namespace's metadata: a hash holding the generation, the housekeeping
+    /// cursors and a record per tag (its invalidation stamp, and how long its index and entries
+    /// may live).
     ///
     /// # Examples
     ///
@@ -161,6 +162,18 @@ impl KeyLayout {
     /// ```
     pub fn meta(&self) -> String {
         format!("{}:meta", self.base)
+    }
+
+    /// The key of the namespace's state (sequence number, safe mark, generation).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(matroska_redis::KeyLayout::new("app")?.seq(), "{app}:seq");
+    /// # Ok::<(), matroska_core::Error>(())
+    /// ```
+    pub fn seq(&self) -> String {
+        format!("{}:seq", self.base)
     }
 
     /// The key of the set of indexes set aside and still to reclaim.

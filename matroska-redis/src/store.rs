@@ -31,16 +31,15 @@ const PRUNE_COUNT: usize = 1000;
 /// abandoned: later invalidations reclaim it on the side.
 const GRACE_MS: u64 = 30_000;
 
-/// A [`Store`] on Redis: a read is one round trip without a script (most of the time), every
-/// other operation one atomic Lua script, one round trip.
+/// A [`Store`] on Redis: a read is one plain `MGET` (most of the time), every other operation one
+/// atomic Lua script, one round trip.
 ///
 /// The store implements the consistency protocol of [`matroska_core::store`] with per-tag
 /// stamps, a sequence number per namespace, reverse indexes and namespace generations; the
 /// crate's [`protocol`](crate::protocol) documentation describes every key and why each shortcut
 /// is safe. An invalidation stamps its tags and removes their dependents in the same script, so
 /// it is complete the moment it returns; fills carry a token and are refused if a dependency was
-/// invalidated since the miss. A read is one pipelined round trip for the entry and the
-/// namespace's state:
+/// invalidated since the miss. A read is one plain `MGET` of the entry and the namespace's state:
 /// an entry of the current generation filled after the namespace's *safe mark* is served at
 /// once, an older one (after an index was lost, or an invalidation too large to finish in one
 /// script) is checked against its stamps by a script first. An invalidation removes at most
@@ -88,8 +87,8 @@ struct Inner {
     /// read's miss to use it in a fill token: a hundredth of the fill window, as `TICK_US` in
     /// `lua/common.lua`.
     tick_us: u64,
-    /// The key of the namespace's metadata (its state and the tag records).
-    meta_key: String,
+    /// The key of the namespace's state.
+    seq_key: String,
     /// The server's clock, as last read: for the fill tokens of misses served by the plain read.
     clock: ServerClock,
 }
@@ -138,7 +137,7 @@ impl RedisStore {
         Self {
             inner: Arc::new(Inner {
                 conn,
-                meta_key: layout.meta(),
+                seq_key: layout.seq(),
                 layout,
                 config,
                 address,
@@ -382,7 +381,7 @@ impl RedisStore {
         let mut steps = 0_u32;
         loop {
             let mut inv = self.invocation(script);
-            inv.key(&self.inner.meta_key).arg(count);
+            inv.key(&self.inner.seq_key).arg(count);
             steps += 1;
             match self.eval(operation, &inv).await? {
                 Value::Int(1) => return Ok(steps),
@@ -409,7 +408,7 @@ impl RedisStore {
         let mut rounds = 0_u32;
         for batch in tags.chunks(TAGS_PER_SCRIPT) {
             let mut inv = self.invocation(&scripts::INVALIDATE);
-            inv.key(&inner.meta_key)
+            inv.key(&inner.seq_key)
                 .arg(inner.config.reclaim_chunk)
                 .arg(GRACE_MS)
                 .arg(if defer { "1" } else { "0" });
@@ -501,29 +500,16 @@ impl Store for RedisStore {
     async fn get(&self, key: &Key) -> Result<Lookup> {
         let inner = &self.inner;
         let entry_key = inner.layout.entry(key);
-        // One round trip: the entry (MGET: nil for a key of another type) and the state.
-        let mut pipe = redis::pipe();
-        pipe.cmd("MGET")
-            .arg(&entry_key)
-            .cmd("HMGET")
-            .arg(&inner.meta_key)
-            .arg("seq")
-            .arg("safe")
-            .arg("gen");
-        let mut conn = inner.conn.clone();
-        let reply: redis::RedisResult<(Vec<Value>, Vec<Value>)> = pipe.query_async(&mut conn).await;
-        let (mut entry, fields) = match reply {
-            Ok(reply) => reply,
-            // Another program's key of another type where the metadata belongs: the script
-            // decides (it starts a new generation).
-            Err(err) if !crate::error::is_transient(&err) => {
-                return self.get_checked(key, entry_key).await;
-            }
-            Err(err) => return Err(backend("get", err)),
-        };
-        if let Some(state) = State::from_fields(&fields) {
-            match entry.pop() {
-                Some(Value::BulkString(blob)) => {
+        // One command: the entry and the state (MGET: nil for a key of another type).
+        let mut cmd = redis::cmd("MGET");
+        cmd.arg(&entry_key).arg(&inner.seq_key);
+        if let Value::Array(mut items) = self.command::<Value>("get", &cmd).await?
+            && let (Some(Value::BulkString(state)), Some(entry), None) =
+                (items.pop(), items.pop(), items.pop())
+            && let Some(state) = State::parse(&state)
+        {
+            match entry {
+                Value::BulkString(blob) => {
                     if let Some(parsed) = Entry::parse(&blob)
                         && Self::plain_hit(&state, &parsed)
                     {
@@ -531,7 +517,7 @@ impl Store for RedisStore {
                         return Ok(Lookup::Hit(Bytes::from(blob).slice(at..)));
                     }
                 }
-                Some(Value::Nil) => {
+                Value::Nil => {
                     if let Some(token) = self.plain_token(&state) {
                         return Ok(Lookup::Miss(token));
                     }
@@ -612,7 +598,7 @@ impl Store for RedisStore {
 
     async fn clear(&self) -> Result<()> {
         let mut inv = self.invocation(&scripts::CLEAR);
-        inv.key(&self.inner.meta_key);
+        inv.key(&self.inner.seq_key);
         int("clear", &self.eval("clear", &inv).await?)?;
         let steps = self.run_to_end("clear", &scripts::WALK, WALK_COUNT).await?;
         tracing::debug!(steps, "redis store: cleared the namespace");

@@ -21,7 +21,7 @@ fn v(text: &str) -> Bytes {
 /// Runs the first script of a clear only (it starts a new generation); returns its seq.
 async fn clear_mark(s: &mut Scratch) -> u64 {
     support::script("clear")
-        .key(s.store.layout().meta())
+        .key(s.store.layout().seq())
         .arg(s.store.layout().base())
         .arg(2000)
         .arg("01234567")
@@ -33,7 +33,7 @@ async fn clear_mark(s: &mut Scratch) -> u64 {
 /// One step of the walk that follows a clear: `count` buckets scanned; true when it is done.
 async fn walk_step(s: &mut Scratch, count: usize) -> bool {
     let done: u64 = support::script("walk")
-        .key(s.store.layout().meta())
+        .key(s.store.layout().seq())
         .arg(s.store.layout().base())
         .arg(2000)
         .arg("01234567")
@@ -67,7 +67,7 @@ async fn a_state_lost_mid_clear_keeps_the_cleared_entries_misses() {
     }
     clear_mark(&mut s).await;
     let _: () = redis::cmd("DEL")
-        .arg(s.store.layout().meta())
+        .arg(s.store.layout().seq())
         .query_async(&mut s.conn)
         .await
         .unwrap();

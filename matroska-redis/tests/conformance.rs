@@ -89,12 +89,12 @@ impl Harness for RedisHarness {
         true
     }
 
-    /// What an eviction of the namespace state does: it lives in the same metadata hash as the
-    /// records.
+    /// What an eviction of the namespace state (its sequence number, marks and generation)
+    /// does.
     async fn lose_state(&self, store: &RedisStore) -> bool {
         let mut conn = store.connection();
         let _: u64 = redis::cmd("DEL")
-            .arg(store.layout().meta())
+            .arg(store.layout().seq())
             .query_async(&mut conn)
             .await
             .unwrap();

@@ -263,11 +263,7 @@ async fn huge_fan_out_is_reclaimed_in_bounded_chunks() {
     assert!(!exists(&mut s.conn, &layout.index(&hot)).await);
     let aside = pending(&mut s).await;
     assert_eq!(aside.len(), 1, "{aside:?}");
-    assert_eq!(
-        zcard(&mut s.conn, &aside[0]).await,
-        n + 1,
-        "the members and the sentinel"
-    );
+    assert_eq!(zcard(&mut s.conn, &aside[0]).await, n);
     assert!(exists(&mut s.conn, &layout.entry(&key("fan:7"))).await);
     // Correct already: dependents are misses (and a read removes the one it found stale)...
     for i in (0..n).step_by(97) {
@@ -297,9 +293,9 @@ async fn huge_fan_out_is_reclaimed_in_bounded_chunks() {
     assert_eq!(reclaimed, n - 12, "12 were removed by the reads");
     assert!(!exists(&mut s.conn, &aside[0]).await);
     assert!(!exists(&mut s.conn, &layout.pending()).await);
-    // Left: the namespace's metadata (its state, and the hot tag's record, whose stamp covers the
-    // fill window; the row tags' indexes went with their last entries, and their records too).
-    assert_eq!(s.keys().await, 1);
+    // Left: the namespace's state and metadata (the hot tag's record, whose stamp covers the fill
+    // window; the row tags' indexes went with their last entries, and their records too).
+    assert_eq!(s.keys().await, 2);
     let record = support::record(&mut s.conn, &layout, &hot).await.unwrap();
     assert_eq!(
         (record.asides, record.aside_until),
@@ -351,7 +347,7 @@ async fn abandoned_sets_are_reclaimed_by_later_invalidations() {
             .await
         );
     }
-    assert_eq!(s.keys().await, 1, "the metadata");
+    assert_eq!(s.keys().await, 2, "the state and the metadata");
 }
 
 /// `invalidate` counts each removed entry once, however many of the tags it carries; every one
@@ -418,7 +414,7 @@ async fn an_invalidation_interrupted_between_scripts_is_complete_and_reclaimable
     put_many(&s.store, "cut", 40, std::slice::from_ref(&hot), None).await;
     // Exactly the first script of `invalidate` (not deferred), run on its own.
     let reply: Vec<redis::Value> = support::script("invalidate")
-        .key(s.store.layout().meta())
+        .key(s.store.layout().seq())
         .arg(s.store.layout().base())
         .arg(2000)
         .arg("01234567")

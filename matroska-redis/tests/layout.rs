@@ -51,8 +51,8 @@ async fn zscore(conn: &mut MultiplexedConnection, key: &str, member: &[u8]) -> O
 }
 
 /// The scripts build the same key names as `KeyLayout`: entries are strings, indexes sorted sets
-/// holding the key and the generation's sentinel, the metadata a hash holding the namespace state
-/// and the tag's record; every entry names the generation it was filled in.
+/// holding the key, the metadata a hash holding the tag's record and the generation that the
+/// state string names too; every entry names the generation it was filled in.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scripts_and_key_layout_agree() {
     let Some(mut s) = Scratch::new(256).await else {
@@ -104,17 +104,20 @@ async fn scripts_and_key_layout_agree() {
             .await
             .is_some()
     );
-    let mut sentinel = vec![0_u8];
-    sentinel.extend_from_slice(generation.as_bytes());
-    assert_eq!(
-        zscore(&mut s.conn, &layout.index(&t), &sentinel).await,
-        Some(f64::NEG_INFINITY)
+    let state: String = redis::cmd("GET")
+        .arg(layout.seq())
+        .query_async(&mut s.conn)
+        .await
+        .unwrap();
+    assert!(
+        state.contains(&format!(" gen={generation} ")),
+        "{state} names {generation}"
     );
     let record = support::record(&mut s.conn, &layout, &t).await.unwrap();
     assert_eq!(record.stamp, 0);
     assert!(matches!(record.index_until, Until::At(_)), "{record:?}");
     // Nothing else was created, and everything is under the namespace's hash tag.
-    assert_eq!(s.keys().await, 3);
+    assert_eq!(s.keys().await, 4);
     s.store.invalidate(std::slice::from_ref(&t)).await.unwrap();
     assert!(!exists(&mut s.conn, &layout.entry(&k)).await);
     assert!(!exists(&mut s.conn, &layout.index(&t)).await);
@@ -311,8 +314,8 @@ async fn expired_and_evicted_members_are_pruned_by_later_puts() {
     }
     assert_eq!(
         zcard(&mut s.conn, &layout.index(&tag_c)).await,
-        22,
-        "the sentinel, the anchor and the 20 long entries"
+        21,
+        "the anchor and the 20 long entries"
     );
 
     // Gone without leaving the index (evicted; deleted here): later puts to the index remove
@@ -345,8 +348,8 @@ async fn expired_and_evicted_members_are_pruned_by_later_puts() {
     );
 }
 
-/// A clear leaves only the namespace's metadata (the old generation's entries, indexes and
-/// records are gone), however large the indexes.
+/// A clear leaves only the namespace's state and metadata (the old generation's entries, indexes
+/// and records are gone), however large the indexes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clear_leaves_only_the_namespace_state() {
     let Some(mut s) = Scratch::new(50).await else {
@@ -365,7 +368,7 @@ async fn a_clear_leaves_only_the_namespace_state() {
         .await
         .unwrap();
     s.store.clear().await.unwrap();
-    assert_eq!(s.keys().await, 1, "the metadata");
+    assert_eq!(s.keys().await, 2, "the state and the metadata");
     assert_eq!(hit(&s.store, &key("c:1")).await, None);
     s.store
         .put(&key("c:1"), v("w"), std::slice::from_ref(&t), None, None)

@@ -198,12 +198,12 @@ async fn lost_metadata_starts_a_new_generation() {
     assert_ne!(after.snapshot(), before.snapshot(), "a new generation");
     s.store.reclaim().await.unwrap();
     assert_eq!(hit(&s.store, &key("hot:3")).await, None);
-    assert_eq!(s.keys().await, 1, "the old generation's keys are gone");
+    assert_eq!(s.keys().await, 2, "the old generation's keys are gone");
 }
 
-/// The namespace state lost on its own (its fields deleted from the metadata by hand): the
-/// namespace starts a new generation, as a clear would: entries filled before are misses, older
-/// tokens are refused, the sequence number does not go backwards, and the store works on.
+/// The namespace state lost on its own (evicted, deleted): the namespace starts a new
+/// generation, as a clear would: entries filled before are misses, older tokens are refused, the
+/// sequence number does not go backwards, and the store works on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_namespace_state_starts_a_new_generation() {
     let Some(mut s) = Scratch::new(256).await else {
@@ -215,15 +215,8 @@ async fn a_lost_namespace_state_starts_a_new_generation() {
         .await
         .unwrap();
     let old = miss_token(&s.store, &key("fill")).await;
-    let deleted: u64 = redis::cmd("HDEL")
-        .arg(s.store.layout().meta())
-        .arg("seq")
-        .arg("safe")
-        .arg("gen")
-        .query_async(&mut s.conn)
-        .await
-        .unwrap();
-    assert_eq!(deleted, 3);
+    let state = s.store.layout().seq();
+    assert_eq!(del(&mut s.conn, &state).await, 1);
     let outcome = s
         .store
         .put(
@@ -311,4 +304,44 @@ async fn a_lost_set_aside_keeps_its_entries_misses() {
         support::record(&mut s.conn, s.store.layout(), &hot).await,
         None
     );
+}
+
+/// The metadata hash lost while the state stays: a fill token issued after the last
+/// invalidation (by the plain read, which cannot see the hash) is still good in the new
+/// generation, since no stamp it could meet was lost; one issued before it is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_issued_after_the_last_invalidation_survives_lost_metadata() {
+    let Some(mut s) = Scratch::new(256).await else {
+        return;
+    };
+    let t = tag(&Dep::id("article", 1));
+    let before = miss_token(&s.store, &key("before")).await;
+    s.store.invalidate(std::slice::from_ref(&t)).await.unwrap();
+    let after = miss_token(&s.store, &key("after")).await;
+    let meta = s.store.layout().meta();
+    assert_eq!(del(&mut s.conn, &meta).await, 1);
+    // A miss now still comes from the plain read (the state is intact): the same generation.
+    let unnoticed = miss_token(&s.store, &key("unnoticed")).await;
+    assert_eq!(unnoticed.snapshot(), after.snapshot());
+    let put = |k: &'static str, token: FillToken| {
+        let (store, t) = (s.store.clone(), t.clone());
+        async move {
+            store
+                .put(&key(k), v(k), std::slice::from_ref(&t), None, Some(&token))
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        put("before", before).await,
+        PutOutcome::Stale,
+        "issued before the invalidation"
+    );
+    assert_eq!(put("after", after).await, PutOutcome::Stored);
+    assert_eq!(put("unnoticed", unnoticed).await, PutOutcome::Stored);
+    assert_eq!(hit(&s.store, &key("after")).await, Some(v("after")));
+    // A clear, by contrast, refuses every older token.
+    let pre_clear = miss_token(&s.store, &key("pre-clear")).await;
+    s.store.clear().await.unwrap();
+    assert_eq!(put("pre-clear", pre_clear).await, PutOutcome::Stale);
 }

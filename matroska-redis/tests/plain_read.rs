@@ -31,13 +31,28 @@ async fn q_of(s: &mut Scratch, k: &Key) -> u64 {
     std::str::from_utf8(&blob[..20]).unwrap().parse().unwrap()
 }
 
-async fn field(s: &mut Scratch, name: &str) -> String {
-    redis::cmd("HGET")
-        .arg(s.store.layout().meta())
-        .arg(name)
+/// The namespace state's fields (`seq=.. safe=.. gen=.. inv=.. prev=..`).
+async fn state(s: &mut Scratch) -> Vec<(String, String)> {
+    let text: String = redis::cmd("GET")
+        .arg(s.store.layout().seq())
         .query_async(&mut s.conn)
         .await
+        .unwrap();
+    text.split(' ')
+        .map(|f| {
+            let (k, v) = f.split_once('=').unwrap();
+            (k.to_owned(), v.to_owned())
+        })
+        .collect()
+}
+
+async fn field(s: &mut Scratch, name: &str) -> String {
+    state(s)
+        .await
+        .into_iter()
+        .find(|(k, _)| k == name)
         .unwrap()
+        .1
 }
 
 async fn set_q(s: &mut Scratch, k: &Key, q: u64) {
@@ -148,12 +163,17 @@ async fn a_miss_token_never_lags_the_servers_clock_by_more_than_a_tick() {
     // Push the sequence number a whole window into the past, as a namespace idle that long.
     let window_us = u64::try_from(support::FILL_WINDOW.as_micros()).unwrap();
     let old = first.seq() - window_us;
-    let _: () = redis::cmd("HSET")
-        .arg(s.store.layout().meta())
-        .arg("seq")
-        .arg(old)
-        .arg("safe")
-        .arg(old)
+    let rewritten: Vec<String> = state(&mut s)
+        .await
+        .into_iter()
+        .map(|(k, v)| match k.as_str() {
+            "seq" | "safe" => format!("{k}={old}"),
+            _ => format!("{k}={v}"),
+        })
+        .collect();
+    let _: () = redis::cmd("SET")
+        .arg(s.store.layout().seq())
+        .arg(rewritten.join(" "))
         .query_async(&mut s.conn)
         .await
         .unwrap();
