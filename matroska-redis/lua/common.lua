@@ -110,11 +110,13 @@ end
 -- ---------------------------------------------------------------------------------------------
 -- Tag records (fields of P:meta): "stamp|stamp_until|index_until|outside_until|aside_until|asides|since".
 
+local function is_time(s) return s == '' or s == 'inf' or string.find(s, '^%d+$') ~= nil end
+
 local function read_rec(v)
   if v == false or v == nil then return { stamp = 0, asides = 0, since = 0 } end
   local s, su, x, o, a, n, since =
     string.match(v, '^(%d+)|(%d*)|([%dinf]*)|([%dinf]*)|([%dinf]*)|(%d+)|(%d+)$')
-  if not s then return nil end
+  if not s or not (is_time(x) and is_time(o) and is_time(a)) then return nil end
   return {
     stamp = tonumber(s), stamp_until = tonumber(su), index_until = time_of(x),
     outside_until = time_of(o), aside_until = time_of(a), asides = tonumber(n),

@@ -3,7 +3,7 @@
 -- Removes the entry (whatever is stored under its key) and its index memberships. Returns 1 if it
 -- was live (a get would have served it), else 0.
 local ms, us = now()
-local ns, _, blob = open({}, false, KEYS[1], us)
+local ns, _, blob = open({}, true, KEYS[1], us)
 local e = parse(blob)
 if not ns or not e or e.gen ~= ns.gen then
   redis.call('UNLINK', KEYS[1])

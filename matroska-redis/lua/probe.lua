@@ -4,7 +4,7 @@
 -- means what get decides: an unreadable entry, one of another generation and a stale one are
 -- removed and reported missing. Used by exists and ttl (the value is not sent back).
 local ms, us = now()
-local ns, _, blob = open({}, false, KEYS[1], us)
+local ns, _, blob = open({}, true, KEYS[1], us)
 if not blob then return -2 end
 local e = parse(blob)
 if not ns or not e or e.gen ~= ns.gen then
