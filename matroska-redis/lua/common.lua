@@ -542,7 +542,8 @@ end
 -- older versions of the store; checks every entry filled before the safe mark (revalidate); and
 -- lists again any set aside that P:pending lost. A walk started at seq w that completes makes
 -- every record's `since` < w obsolete: each entry that could be outside an index then was looked
--- at. Returns true when no walk is left to do.
+-- at. Returns true when no walk was wanted or this step completed one (a loss found meanwhile
+-- may want another: the next call starts it).
 local function walk(count, ms, us, ns)
   local cursor, start = string.match(ns.walk or '', '^(%d+) (%d+)$')
   if not cursor then
@@ -597,7 +598,7 @@ local function walk(count, ms, us, ns)
     redis.call('HSET', META, 'walked', start)
     redis.call('HDEL', META, 'walk')
     ns.walked, ns.walk = tonumber(start), nil
-    return ns.wanted <= ns.walked
+    return true
   end
   ns.walk = page[1] .. ' ' .. start
   redis.call('HSET', META, 'walk', ns.walk)

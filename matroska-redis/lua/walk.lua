@@ -1,7 +1,7 @@
 -- ---------------------------------------------------------------------------------------------
 -- walk(KEYS[1] = P:seq; ARGV: P, window, nonce, count)
--- One bounded step of the namespace walk (see walk in common.lua). Returns 1 when no walk is left
--- to do, else 0.
+-- One bounded step of the namespace walk (see walk in common.lua). Returns 1 when no walk was
+-- wanted or this step completed one, else 0.
 local ms, us = now()
 local ns = open({}, false, nil, us)
 if not ns then return 1 end
