@@ -259,6 +259,10 @@ impl RedisStore {
                 left = rest;
             }
         }
+        // A walk in progress finishes its pass; one wanted by then (or meanwhile) runs a pass
+        // of its own, started now. Each pass is bounded; a loss found during the second waits
+        // for the next call (or for invalidations, which walk on the side).
+        self.run_to_end("walk", &scripts::WALK, WALK_COUNT).await?;
         self.run_to_end("walk", &scripts::WALK, WALK_COUNT).await?;
         self.run_to_end("prune", &scripts::PRUNE, PRUNE_COUNT)
             .await?;
@@ -371,7 +375,7 @@ impl RedisStore {
             .map_err(|err| backend(operation, err))
     }
 
-    /// Runs a housekeeping script (walk, prune) step by step until it reports it is done.
+    /// Runs a housekeeping script (walk, prune) step by step until it reports its pass done.
     async fn run_to_end(
         &self,
         operation: &'static str,
