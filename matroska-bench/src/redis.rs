@@ -322,6 +322,7 @@ impl Fixture {
         self.store.clear().await?;
         let mut conn = self.conn.clone();
         let () = redis::cmd("DEL")
+            .arg(self.store.layout().seq())
             .arg(self.store.layout().meta())
             .arg(&self.raw_keys[..])
             .query_async(&mut conn)
