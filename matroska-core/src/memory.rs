@@ -560,38 +560,46 @@ impl Store for MemoryStore {
         let inner = &self.inner;
         let now = inner.now();
         let seq = inner.seq.fetch_add(1, Ordering::SeqCst) + 1;
-        // The states of the tags and their stamps before this call, then every member. A key may
-        // be a member of several of the tags with different entries (one of them replaced since),
-        // so members are told apart by entry, and an entry carrying several of the tags is one.
+        // Stamp each tag and take its index, remembering the stamps it had before this call.
         let mut before = Vec::with_capacity(tags.len());
-        let mut found: HashMap<*const Entry, (Key, Weak<Entry>)> = HashMap::new();
+        let mut taken = Vec::with_capacity(tags.len());
         for tag in tags {
             let state = inner.tags.get_or_insert(tag);
             let (stamp, members) = state.invalidate(seq, now);
-            found.extend(
-                members
-                    .into_iter()
-                    .map(|(key, entry)| (entry.as_ptr(), (key, entry))),
-            );
+            taken.push(members);
             before.push((state, stamp));
         }
-        // Count the keys whose entries were live until this call: not cleared, expired or
-        // invalidated earlier (an entry removed from one tag's index by an earlier invalidation
-        // is still a member of its other tags' indexes until reclaimed), once per key (moka may
-        // still hold an entry replaced by a put).
-        let count = found
-            .values()
-            .filter(|(_, entry)| {
-                entry
-                    .upgrade()
-                    .is_some_and(|entry| inner.was_live_before(&entry, &before))
-            })
-            .map(|(key, _)| key)
-            .collect::<HashSet<_>>()
-            .len() as u64;
-        if !found.is_empty() {
-            inner.pending.lock().extend(found.into_values());
+        // Count the entries that were live until this call: not cleared, expired or invalidated
+        // earlier (an entry removed from one tag's index by an earlier invalidation is still a
+        // member of its other tags' indexes until reclaimed).
+        let live = |entry: &Weak<Entry>| {
+            entry
+                .upgrade()
+                .is_some_and(|entry| inner.was_live_before(&entry, &before))
+        };
+        let count = if let [members] = taken.as_slice() {
+            // One index: each key is a member once.
+            members.values().filter(|entry| live(entry)).count()
+        } else {
+            // Several: a key may be a member of several with different entries (one replaced
+            // since), and an entry carrying several of the tags is one. Count keys once.
+            let mut keys = HashSet::new();
+            for members in &taken {
+                keys.extend(
+                    members
+                        .iter()
+                        .filter(|(_, entry)| live(entry))
+                        .map(|(key, _)| key),
+                );
+            }
+            keys.len()
+        } as u64;
+        let mut pending = inner.pending.lock();
+        for members in taken {
+            // A member taken twice is reclaimed once: the second finds it gone.
+            pending.extend(members);
         }
+        drop(pending);
         inner.after_write();
         Ok(count)
     }
