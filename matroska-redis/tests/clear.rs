@@ -9,14 +9,10 @@
 mod support;
 
 use matroska_core::store::Store;
-use matroska_core::{Bytes, Dep, Tag};
-use matroska_testkit::support::{hit, key, tag};
+use matroska_core::{Dep, Tag};
+use matroska_testkit::support::{bytes as v, hit, key, tag};
 
-use crate::support::Scratch;
-
-fn v(text: &str) -> Bytes {
-    Bytes::copy_from_slice(text.as_bytes())
-}
+use crate::support::{Scratch, put_many};
 
 /// Runs the first script of a clear only (it starts a new generation); returns its seq.
 async fn clear_mark(s: &mut Scratch) -> u64 {
@@ -90,18 +86,7 @@ async fn a_clear_keeps_the_sets_aside_of_invalidations_that_ran_during_it() {
     };
     let hot = tag(&Dep::tag("hot"));
     clear_mark(&mut s).await;
-    for i in 0..12 {
-        s.store
-            .put(
-                &key(&format!("hot:{i}")),
-                v("v"),
-                std::slice::from_ref(&hot),
-                None,
-                None,
-            )
-            .await
-            .unwrap();
-    }
+    put_many(&s.store, "hot", 12, std::slice::from_ref(&hot), None).await;
     s.store
         .invalidate_deferred(std::slice::from_ref(&hot))
         .await

@@ -12,14 +12,10 @@ use std::time::Duration;
 use matroska_core::store::{Lookup, PutOutcome, Store};
 use matroska_core::{Bytes, Dep};
 use matroska_redis::RedisStore;
-use matroska_testkit::support::{hit, key, tag};
+use matroska_testkit::support::{bytes as v, hit, key, tag};
 use redis::aio::MultiplexedConnection;
 
-use crate::support::PrivateRedis;
-
-fn v(text: &str) -> Bytes {
-    Bytes::copy_from_slice(text.as_bytes())
-}
+use crate::support::{PrivateRedis, put_many};
 
 /// `INFO stats` field `evicted_keys`.
 async fn evicted(conn: &mut MultiplexedConnection) -> u64 {
@@ -122,18 +118,7 @@ async fn entries_set_aside_stay_misses_after_their_stamp_is_lost() {
         return;
     };
     let t = tag(&Dep::tag("hot"));
-    for i in 0..40 {
-        s.store
-            .put(
-                &key(&format!("hot:{i}")),
-                v("old"),
-                std::slice::from_ref(&t),
-                None,
-                None,
-            )
-            .await
-            .unwrap();
-    }
+    put_many(&s.store, "hot", 40, std::slice::from_ref(&t), None).await;
     s.store
         .invalidate_deferred(std::slice::from_ref(&t))
         .await

@@ -9,14 +9,10 @@
 mod support;
 
 use matroska_core::store::{KeyTtl, Lookup, PutOutcome, Store};
-use matroska_core::{Bytes, Dep, Key};
-use matroska_testkit::support::{hit, key, tag};
+use matroska_core::{Dep, Key};
+use matroska_testkit::support::{bytes as v, hit, key, tag};
 
 use crate::support::Scratch;
-
-fn v(text: &str) -> Bytes {
-    Bytes::copy_from_slice(text.as_bytes())
-}
 
 /// Entry values no version of the store writes: empty, short, text, a header cut anywhere, tags
 /// longer than the value, non-digits where digits belong, bytes that are not UTF-8.

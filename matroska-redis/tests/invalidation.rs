@@ -13,25 +13,11 @@ mod support;
 use std::time::Duration;
 
 use matroska_core::store::Store;
-use matroska_core::{Bytes, Dep, Key, Tag};
+use matroska_core::{Dep, Key, Tag};
 use matroska_redis::RedisStore;
-use matroska_testkit::support::{hit, key, tag};
+use matroska_testkit::support::{bytes as v, hit, key, tag};
 
-use crate::support::Scratch;
-
-fn v(text: &str) -> Bytes {
-    Bytes::copy_from_slice(text.as_bytes())
-}
-
-/// Puts `n` entries `<name>:<i>` carrying `tags` (persistent with `ttl` None).
-async fn put_many(store: &RedisStore, name: &str, n: usize, tags: &[Tag], ttl: Option<Duration>) {
-    for i in 0..n {
-        store
-            .put(&key(&format!("{name}:{i}")), v(name), tags, ttl, None)
-            .await
-            .unwrap();
-    }
-}
+use crate::support::{Scratch, put_many};
 
 /// Asserts that the entry is a miss for every way of reading it, and that its key is gone.
 async fn assert_gone(s: &mut Scratch, k: &Key) {

@@ -10,15 +10,11 @@ mod support;
 use std::time::Duration;
 
 use matroska_core::store::Store;
-use matroska_core::{Bytes, Dep, Key};
-use matroska_testkit::support::{eventually, hit, key, tag};
+use matroska_core::{Dep, Key};
+use matroska_testkit::support::{bytes as v, eventually, hit, key, tag};
 use redis::aio::MultiplexedConnection;
 
 use crate::support::{FILL_WINDOW, Scratch, Until};
-
-fn v(text: &str) -> Bytes {
-    Bytes::copy_from_slice(text.as_bytes())
-}
 
 async fn pttl(conn: &mut MultiplexedConnection, key: &str) -> i64 {
     redis::cmd("PTTL").arg(key).query_async(conn).await.unwrap()

@@ -9,25 +9,11 @@ mod support;
 
 use std::time::Duration;
 
+use matroska_core::Dep;
 use matroska_core::store::Store;
-use matroska_core::{Bytes, Dep, Tag};
-use matroska_redis::RedisStore;
-use matroska_testkit::support::{hit, key, tag};
+use matroska_testkit::support::{bytes as v, hit, key, tag};
 
-use crate::support::{FILL_WINDOW, Scratch};
-
-fn v(text: &str) -> Bytes {
-    Bytes::copy_from_slice(text.as_bytes())
-}
-
-async fn put_many(store: &RedisStore, name: &str, n: usize, tags: &[Tag]) {
-    for i in 0..n {
-        store
-            .put(&key(&format!("{name}:{i}")), v(name), tags, None, None)
-            .await
-            .unwrap();
-    }
-}
+use crate::support::{FILL_WINDOW, Scratch, put_many};
 
 /// Real time: the fill window must pass for a stamp to have nothing left to protect.
 async fn past_the_fill_window() {
@@ -43,7 +29,7 @@ async fn a_large_invalidation_of_a_persistent_index_leaves_no_permanent_stamp() 
         return;
     };
     let t = tag(&Dep::tag("hot"));
-    put_many(&s.store, "hot", 10, std::slice::from_ref(&t)).await;
+    put_many(&s.store, "hot", 10, std::slice::from_ref(&t), None).await;
     assert_eq!(
         s.store.invalidate(std::slice::from_ref(&t)).await.unwrap(),
         10
@@ -69,9 +55,9 @@ async fn a_lost_persistent_index_leaves_no_permanent_stamp() {
         return;
     };
     let t = tag(&Dep::tag("lost"));
-    put_many(&s.store, "lost", 5, std::slice::from_ref(&t)).await;
+    put_many(&s.store, "lost", 5, std::slice::from_ref(&t), None).await;
     let control = tag(&Dep::tag("control"));
-    put_many(&s.store, "control", 2, std::slice::from_ref(&control)).await;
+    put_many(&s.store, "control", 2, std::slice::from_ref(&control), None).await;
     let index = s.store.layout().index(&t);
     let _: () = redis::cmd("DEL")
         .arg(index)

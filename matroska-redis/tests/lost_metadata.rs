@@ -11,16 +11,12 @@ mod support;
 use std::time::Duration;
 
 use matroska_core::store::{FillToken, Lookup, PutOutcome, Store};
-use matroska_core::{Bytes, Dep, Key};
+use matroska_core::{Dep, Key};
 use matroska_redis::RedisStore;
-use matroska_testkit::support::{hit, key, tag};
+use matroska_testkit::support::{bytes as v, hit, key, tag};
 use redis::aio::MultiplexedConnection;
 
-use crate::support::{FILL_WINDOW, PrivateRedis, Scratch};
-
-fn v(text: &str) -> Bytes {
-    Bytes::copy_from_slice(text.as_bytes())
-}
+use crate::support::{FILL_WINDOW, PrivateRedis, Scratch, put_many};
 
 async fn miss_token(store: &RedisStore, k: &Key) -> FillToken {
     match store.get(k).await.unwrap() {
@@ -145,18 +141,7 @@ async fn lost_metadata_starts_a_new_generation() {
         return;
     };
     let (hot, t) = (tag(&Dep::tag("hot")), tag(&Dep::id("article", 1)));
-    for i in 0..10 {
-        s.store
-            .put(
-                &key(&format!("hot:{i}")),
-                v("old"),
-                std::slice::from_ref(&hot),
-                None,
-                None,
-            )
-            .await
-            .unwrap();
-    }
+    put_many(&s.store, "hot", 10, std::slice::from_ref(&hot), None).await;
     s.store
         .put(
             &key("fresh"),
@@ -254,18 +239,7 @@ async fn a_lost_set_aside_keeps_its_entries_misses() {
         return;
     };
     let hot = tag(&Dep::tag("hot"));
-    for i in 0..20 {
-        s.store
-            .put(
-                &key(&format!("hot:{i}")),
-                v("old"),
-                std::slice::from_ref(&hot),
-                None,
-                None,
-            )
-            .await
-            .unwrap();
-    }
+    put_many(&s.store, "hot", 20, std::slice::from_ref(&hot), None).await;
     s.store
         .invalidate_deferred(std::slice::from_ref(&hot))
         .await

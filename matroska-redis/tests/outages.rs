@@ -10,18 +10,14 @@ mod support;
 use std::time::{Duration, Instant};
 
 use matroska_core::store::{FillToken, KeyTtl, Lookup, PutOutcome, Store};
-use matroska_core::{Bytes, Cache, Dep, Key};
+use matroska_core::{Cache, Dep, Key};
 use matroska_redis::RedisStore;
-use matroska_testkit::support::{eventually, hit, key, tag};
+use matroska_testkit::support::{bytes as v, eventually, hit, key, tag};
 use redis::aio::MultiplexedConnection;
 
 use crate::support::PrivateRedis;
 
 const WAIT: Duration = Duration::from_secs(10);
-
-fn v(text: &str) -> Bytes {
-    Bytes::copy_from_slice(text.as_bytes())
-}
 
 async fn miss_token(store: &RedisStore, k: &Key) -> FillToken {
     match store.get(k).await.unwrap() {

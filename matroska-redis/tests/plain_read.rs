@@ -12,14 +12,10 @@
 mod support;
 
 use matroska_core::store::{FillToken, Lookup, Store};
-use matroska_core::{Bytes, Dep, Key};
-use matroska_testkit::support::{hit, key, tag};
+use matroska_core::{Dep, Key};
+use matroska_testkit::support::{bytes as v, hit, key, tag};
 
-use crate::support::Scratch;
-
-fn v(text: &str) -> Bytes {
-    Bytes::copy_from_slice(text.as_bytes())
-}
+use crate::support::{Scratch, put_many};
 
 /// The entry's `q`, as stored.
 async fn q_of(s: &mut Scratch, k: &Key) -> u64 {
@@ -73,18 +69,7 @@ async fn the_safe_mark_boundary_is_exact() {
         return;
     };
     let hot = tag(&Dep::tag("hot"));
-    for i in 0..5 {
-        s.store
-            .put(
-                &key(&format!("hot:{i}")),
-                v("old"),
-                std::slice::from_ref(&hot),
-                None,
-                None,
-            )
-            .await
-            .unwrap();
-    }
+    put_many(&s.store, "hot", 5, std::slice::from_ref(&hot), None).await;
     // A set aside raises the safe mark to the invalidation's stamp.
     s.store
         .invalidate_deferred(std::slice::from_ref(&hot))

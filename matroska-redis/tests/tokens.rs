@@ -10,15 +10,11 @@ mod support;
 use std::time::Duration;
 
 use matroska_core::store::{FillToken, Lookup, PutOutcome, Store};
-use matroska_core::{Bytes, Dep, Key};
+use matroska_core::{Dep, Key};
 use matroska_redis::RedisStore;
-use matroska_testkit::support::{hit, key, tag};
+use matroska_testkit::support::{bytes as v, hit, key, tag};
 
 use crate::support::{FILL_WINDOW, Scratch};
-
-fn v(text: &str) -> Bytes {
-    Bytes::copy_from_slice(text.as_bytes())
-}
 
 async fn miss_token(store: &RedisStore, k: &Key) -> FillToken {
     match store.get(k).await.unwrap() {

@@ -478,3 +478,28 @@ fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// Puts `n` entries `{name}:0` … (their value is `name`) with the tags `tags` and the time to
+/// live `ttl`.
+pub(crate) async fn put_many(
+    store: &RedisStore,
+    name: &str,
+    n: usize,
+    tags: &[matroska_core::Tag],
+    ttl: Option<Duration>,
+) {
+    use matroska_core::Store as _;
+    for i in 0..n {
+        let key = matroska_testkit::support::key(&format!("{name}:{i}"));
+        store
+            .put(
+                &key,
+                matroska_testkit::support::bytes(name),
+                tags,
+                ttl,
+                None,
+            )
+            .await
+            .unwrap();
+    }
+}
