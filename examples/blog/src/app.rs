@@ -25,6 +25,8 @@ const MIGRATION: &str = include_str!("../migrations/001_blog.sql");
 #[derive(Debug, Clone)]
 pub struct App {
     pub(crate) db: Db,
+    /// The Prometheus recorder behind `GET /metrics`.
+    pub(crate) metrics: Option<&'static metrics_exporter_prometheus::PrometheusHandle>,
 }
 
 impl App {
@@ -46,6 +48,8 @@ impl App {
     /// ```
     pub async fn connect(config: &Config) -> Result<Self, SetupError> {
         let schema = check_schema(&config.schema)?;
+        // Before the cache is built: it registers its metrics with the recorder installed then.
+        let metrics = crate::metrics::recorder();
         let store = store(config).await?;
         let (url, size) = (config.database_url.clone(), config.pool_size);
         let pool = tokio::task::spawn_blocking(move || {
@@ -65,8 +69,11 @@ impl App {
         .map_err(|err| SetupError::Database(Box::new(err)))?
         .map_err(SetupError::Database)?;
         tracing::info!(schema = %config.schema, store = store.name(), "blog ready");
+        // The schema names the cache: the `cache` label of its metrics.
+        let cache = Cache::builder(store).name(config.schema.clone()).build();
         Ok(Self {
-            db: CachedPool::new(pool, Cache::new(store)),
+            db: CachedPool::new(pool, cache),
+            metrics,
         })
     }
 
@@ -84,6 +91,8 @@ impl App {
     /// | `DELETE /articles/{id}` | delete |
     /// | `PATCH /authors/{id}` | rename an author ([`Rename`](crate::Rename)) |
     /// | `POST /categories/{category}/unpublish` | unpublish a whole category (one bulk update) |
+    /// | `POST /authors` | create an author ([`NewAuthor`](crate::NewAuthor)) |
+    /// | `GET /metrics` | the cache's metrics, Prometheus text format |
     ///
     /// Reads answer with the header `x-cache: hit` (from the cache), `miss` (loaded now) or
     /// `shared` (loaded by a concurrent request).
@@ -107,6 +116,8 @@ impl App {
                 "/categories/{category}/unpublish",
                 post(routes::unpublish_category),
             )
+            .route("/authors", post(routes::create_author))
+            .route("/metrics", get(crate::metrics::scrape))
             .route(
                 "/authors/{id}",
                 get(routes::author).patch(routes::rename_author),
