@@ -41,22 +41,20 @@
 //!
 //! ## Change capture
 //!
-//! The [`capture`] module installs triggers that invalidate the store inside writers'
-//! transactions and NOTIFY the touched tags; the [`listener`] module applies them to other
-//! stores. The `matroska-pg` command drives both.
+//! Triggers that invalidate the store inside writers' transactions and NOTIFY the touched tags,
+//! the listener that applies them to other stores, and the `matroska-pg` command live in the
+//! `matroska-pg-capture` crate.
 //!
 //! ## Credentials
 //!
 //! A [`CredentialProvider`] returns the password or token for each new connection; see the
 //! [`credentials`] module.
 
-pub mod capture;
 pub mod cleanup;
 pub mod config;
 mod connect;
 pub mod credentials;
 mod error;
-pub mod listener;
 pub mod migrate;
 mod pool;
 pub mod schema;
@@ -69,7 +67,15 @@ pub use crate::config::{DEFAULT_SCHEMA, Persistence, PgStoreConfig};
 pub use crate::credentials::{
     Credential, CredentialProvider, FnCredentialProvider, Secret, credential_fn,
 };
-pub use crate::listener::{Listener, ListenerConfig};
 pub use crate::migrate::MigrationReport;
 pub use crate::schema::SchemaName;
 pub use crate::store::{MAX_VALUE_LEN, PgStore, PoolStatus};
+
+/// Connection plumbing shared with `matroska-pg-capture` (its listener connects the way the
+/// store's pool does). Not part of the public API: no semver promise.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::connect::{ConnectFuture, Connector, Dispatch, Driver, Tls};
+    pub use crate::credentials::{CredentialCache, CredentialError};
+    pub use crate::error::{STORE, is_auth_failure, pg};
+}
