@@ -27,6 +27,9 @@ pub struct App {
     pub(crate) db: Db,
     /// The Prometheus recorder behind `GET /metrics`.
     pub(crate) metrics: Option<&'static metrics_exporter_prometheus::PrometheusHandle>,
+    /// With `--listen`: the listener and the applier that invalidates the cache (kept alive
+    /// while the app is).
+    _capture: Option<Arc<crate::capture::Capture>>,
 }
 
 impl App {
@@ -69,11 +72,13 @@ impl App {
         .map_err(|err| SetupError::Database(Box::new(err)))?
         .map_err(SetupError::Database)?;
         tracing::info!(schema = %config.schema, store = store.name(), "blog ready");
+        let capture = crate::capture::start(config, &store).await?;
         // The schema names the cache: the `cache` label of its metrics.
         let cache = Cache::builder(store).name(config.schema.clone()).build();
         Ok(Self {
             db: CachedPool::new(pool, cache),
             metrics,
+            _capture: capture,
         })
     }
 

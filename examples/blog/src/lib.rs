@@ -14,6 +14,7 @@
 //! against the database.
 
 mod app;
+mod capture;
 mod config;
 mod error;
 mod metrics;
