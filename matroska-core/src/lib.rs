@@ -75,7 +75,7 @@
 //!   | `matroska_cache_entries_invalidated_total` | counter | | `entries_invalidated` |
 //!   | `matroska_cache_decode_errors_total` | counter | | `decode_errors` |
 //!   | `matroska_cache_store_errors_total` | counter | | `store_errors` |
-//!   | `matroska_store_operation_duration_seconds` | histogram | `operation`: `get`, `put`, `delete`, `exists`, `invalidate`, `ttl`, `clear`; `outcome`: `ok`, `error` | one sample per store call the cache makes |
+//!   | `matroska_store_operation_duration_seconds` | histogram | `operation`: `get`, `put`, `delete`, `exists`, `invalidate`, `ttl`, `clear`, `get_many`, `put_many`; `outcome`: `ok`, `error` | one sample per store call the cache makes |
 //!
 //!   The counters count exactly what [`CacheStats`] counts (a test compares the two after a run
 //!   that moves every counter); the stores themselves need no feature.

@@ -16,11 +16,13 @@ pub(super) enum Op {
     Invalidate,
     Ttl,
     Clear,
+    GetMany,
+    PutMany,
 }
 
 impl Op {
     #[cfg(feature = "metrics")]
-    const ALL: [Self; 7] = [
+    const ALL: [Self; 9] = [
         Self::Get,
         Self::Put,
         Self::Delete,
@@ -28,6 +30,8 @@ impl Op {
         Self::Invalidate,
         Self::Ttl,
         Self::Clear,
+        Self::GetMany,
+        Self::PutMany,
     ];
 
     #[cfg(feature = "metrics")]
@@ -40,6 +44,8 @@ impl Op {
             Self::Invalidate => "invalidate",
             Self::Ttl => "ttl",
             Self::Clear => "clear",
+            Self::GetMany => "get_many",
+            Self::PutMany => "put_many",
         }
     }
 }
