@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod batch;
 pub mod cleanup;
 pub mod config;
 mod connect;

@@ -135,6 +135,11 @@ enum Failure {
 }
 
 impl PgStore {
+    /// The store's statements.
+    pub(crate) fn sql(&self) -> &crate::sql::Sql {
+        &self.inner.sql
+    }
+
     /// Starts configuring a store from a connection URL or key-value string; see
     /// [`PgStoreConfig`] for every setting. A string that does not parse is reported by
     /// [`PgStoreConfig::build`].
@@ -448,7 +453,7 @@ impl PgStore {
         }
     }
 
-    async fn query(
+    pub(crate) async fn query(
         &self,
         what: &'static str,
         sql: &str,
@@ -528,7 +533,7 @@ fn first<'r>(rows: &'r [Row], what: &str) -> Result<&'r Row> {
     })
 }
 
-fn col<'r, T: FromSql<'r>>(row: &'r Row, index: usize, what: &str) -> Result<T> {
+pub(crate) fn col<'r, T: FromSql<'r>>(row: &'r Row, index: usize, what: &str) -> Result<T> {
     row.try_get(index).map_err(|e| error::pg(e, what))
 }
 
@@ -548,6 +553,10 @@ fn tag_texts(tags: &[Tag]) -> Vec<&str> {
 impl Store for PgStore {
     fn name(&self) -> &'static str {
         "postgres"
+    }
+
+    async fn get_many(&self, keys: &[Key]) -> Result<Vec<Lookup>> {
+        self.get_many_entries(keys).await
     }
 
     async fn get(&self, key: &Key) -> Result<Lookup> {
