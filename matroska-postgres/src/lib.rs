@@ -12,6 +12,7 @@ pub mod schema;
 mod sql;
 mod store;
 mod token;
+mod warm;
 
 pub use crate::cleanup::{CleanupReport, CleanupTask};
 pub use crate::config::{DEFAULT_SCHEMA, Persistence, PgStoreConfig};

@@ -72,11 +72,13 @@ const MAX_ROUNDS: u32 = 10_000;
 #[doc = include_str!("../PROTOCOL-store.md")]
 #[derive(Clone)]
 pub struct PgStore {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
-struct Inner {
-    pool: Pool,
+pub(crate) struct Inner {
+    pub(crate) pool: Pool,
+    /// The fewest connections kept open (`min_connections`).
+    pub(crate) min_connections: usize,
     schema: SchemaName,
     sql: Sql,
     persistence: Persistence,
@@ -211,9 +213,10 @@ impl PgStore {
             .runtime(deadpool::Runtime::Tokio1)
             .build()
             .map_err(|e| Error::Config(format!("could not build the connection pool: {e}")))?;
-        Ok(Self {
+        let store = Self {
             inner: Arc::new(Inner {
                 pool,
+                min_connections: config.min_connections,
                 sql: Sql::new(&schema),
                 schema,
                 persistence: config.persistence,
@@ -223,7 +226,9 @@ impl PgStore {
                 operation_timeout: config.operation_timeout,
                 credentials,
             }),
-        })
+        };
+        store.keep_warm();
+        Ok(store)
     }
 
     /// The store's schema (namespace).
@@ -392,7 +397,7 @@ impl PgStore {
         self.inner.pool.close();
     }
 
-    async fn client(&self, what: &str) -> Result<Pooled> {
+    pub(crate) async fn client(&self, what: &str) -> Result<Pooled> {
         self.inner
             .pool
             .get()
