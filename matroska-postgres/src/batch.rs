@@ -1,13 +1,80 @@
 //! [`Store::get_many`](matroska_core::Store::get_many) as one statement: `get`'s lookup for every
-//! key, in one snapshot. See PROTOCOL-store.md, "Batches".
+//! key, in one snapshot; [`Store::put_many`](matroska_core::Store::put_many) as one pipeline of
+//! `put`'s statements on one connection. See PROTOCOL-store.md, "Batches".
 
 use bytes::Bytes;
-use matroska_core::store::{FillToken, Lookup};
-use matroska_core::{Key, Result};
-use tokio_postgres::types::Type;
+use matroska_core::store::{FillToken, Lookup, PutEntry, PutOutcome, check_entries};
+use matroska_core::{Error, Key, Result};
+use tokio_postgres::types::{ToSql, Type};
 
-use crate::store::{PgStore, col};
-use crate::token;
+use crate::error::{self, TOKEN_EXPIRED, is_connection_lost};
+use crate::sql::CLEAR_TAG;
+use crate::store::{InFlight, MAX_TTL_MS, MAX_VALUE_LEN, PgStore, col, tag_texts};
+use crate::token::{self, PgToken};
+
+const PUT_TYPES: &[Type] = &[
+    Type::TEXT,
+    Type::BYTEA,
+    Type::TEXT_ARRAY,
+    Type::INT8,
+    Type::TEXT_ARRAY,
+    Type::INT8,
+];
+const FILL_TYPES: &[Type] = &[
+    Type::TEXT,
+    Type::BYTEA,
+    Type::TEXT_ARRAY,
+    Type::INT8,
+    Type::TEXT_ARRAY,
+    Type::TEXT,
+    Type::INT8,
+    Type::INT8,
+    Type::INT8,
+];
+
+/// One entry's statement: a plain put, a fill with its decoded token, or nothing (a token this
+/// store cannot use: refused, as `put` refuses it).
+enum Kind {
+    Put,
+    Fill(PgToken, i64),
+    Foreign,
+}
+
+/// The parameters of one entry's statement.
+struct Params<'a> {
+    key: &'a str,
+    value: &'a [u8],
+    carried: Vec<&'a str>,
+    ttl_ms: Option<i64>,
+    tags: Vec<&'a str>,
+    kind: Kind,
+}
+
+impl<'a> Params<'a> {
+    fn new(entry: &'a PutEntry<'a>) -> Self {
+        let tags = tag_texts(entry.tags);
+        let mut carried = Vec::with_capacity(tags.len() + 1);
+        carried.push(CLEAR_TAG);
+        carried.extend_from_slice(&tags);
+        let kind = match entry.token {
+            None => Kind::Put,
+            Some(token) => match token::decode(token) {
+                Some(pg) => Kind::Fill(pg, i64::try_from(token.issued_at_ms()).unwrap_or(i64::MAX)),
+                None => Kind::Foreign,
+            },
+        };
+        Self {
+            key: entry.key.as_str(),
+            value: &entry.value,
+            carried,
+            ttl_ms: entry.ttl.map(|ttl| {
+                i64::try_from(ttl.as_millis()).map_or(MAX_TTL_MS, |ms| ms.min(MAX_TTL_MS))
+            }),
+            tags,
+            kind,
+        }
+    }
+}
 
 impl PgStore {
     /// One row per key, in order: the value of a live entry, or the miss's fill token. Should
@@ -58,5 +125,122 @@ impl PgStore {
                 .await?;
             recreated = true;
         }
+    }
+
+    /// `put`'s statement for every entry, sent together on one connection (tokio-postgres
+    /// pipelines them): one round trip. Each statement runs on its own, in autocommit, exactly
+    /// as a single `put`; a lost connection fails the whole call (the entries before the loss
+    /// may be stored: as documented for `put_many`, nothing is promised about them).
+    pub(crate) async fn put_many_entries(
+        &self,
+        entries: &[PutEntry<'_>],
+    ) -> Result<Vec<PutOutcome>> {
+        check_entries(entries, MAX_VALUE_LEN)?;
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let params: Vec<Params<'_>> = entries.iter().map(Params::new).collect();
+        let window_ms = i64::try_from(self.fill_window().as_millis()).unwrap_or(i64::MAX);
+        let timeout = self.operation_timeout();
+        let guard = InFlight(Some(self.client("put_many").await?));
+        let Some(client) = guard.0.as_deref() else {
+            return Err(lost("put_many: no connection"));
+        };
+        let sql = self.sql();
+        let run = async {
+            let put = client.prepare_typed_cached(&sql.put, PUT_TYPES).await?;
+            let fill = client.prepare_typed_cached(&sql.fill, FILL_TYPES).await?;
+            let calls = params.iter().map(|p| {
+                let (put, fill) = (&put, &fill);
+                async move {
+                    let common: [&(dyn ToSql + Sync); 5] =
+                        [&p.key, &p.value, &p.carried, &p.ttl_ms, &p.tags];
+                    match &p.kind {
+                        Kind::Put => {
+                            let mut args = common.to_vec();
+                            args.push(&window_ms);
+                            client.query(put, &args).await.map(Some)
+                        }
+                        Kind::Fill(pg, issued_ms) => {
+                            let mut args = common.to_vec();
+                            args.extend([
+                                &pg.snapshot as &(dyn ToSql + Sync),
+                                &pg.epoch,
+                                &pg.window_ms,
+                                issued_ms,
+                            ]);
+                            client.query(fill, &args).await.map(Some)
+                        }
+                        Kind::Foreign => Ok(None),
+                    }
+                }
+            });
+            Ok::<_, tokio_postgres::Error>(futures::future::join_all(calls).await)
+        };
+        let results = match tokio::time::timeout(timeout, run).await {
+            Ok(Ok(results)) => results,
+            Ok(Err(error)) => {
+                if !is_connection_lost(&error) {
+                    guard.done();
+                }
+                return Err(error::pg(error, "put_many"));
+            }
+            Err(_) => {
+                return Err(Error::Timeout {
+                    operation: "put_many",
+                    after: timeout,
+                });
+            }
+        };
+        if results
+            .iter()
+            .any(|r| r.as_ref().is_err_and(is_connection_lost))
+        {
+            // `guard` closes the connection: never hand a dead one back.
+            let error = results.into_iter().find_map(Result::err);
+            return Err(error.map_or_else(|| lost("put_many"), |e| error::pg(e, "put_many")));
+        }
+        guard.done();
+        let mut outcomes = Vec::with_capacity(results.len());
+        let mut recreate_epoch = false;
+        for (p, result) in params.iter().zip(results) {
+            let expired =
+                |e: &tokio_postgres::Error| e.code().is_some_and(|c| c.code() == TOKEN_EXPIRED);
+            outcomes.push(match (&p.kind, result) {
+                (Kind::Foreign, _) => {
+                    recreate_epoch = true;
+                    PutOutcome::Stale
+                }
+                (Kind::Fill(..), Ok(Some(rows))) if rows.is_empty() => {
+                    recreate_epoch = true;
+                    PutOutcome::Stale
+                }
+                (_, Ok(_)) => PutOutcome::Stored,
+                (Kind::Put, Err(e)) if expired(&e) => {
+                    return Err(Error::Timeout {
+                        operation: "put_many",
+                        after: self.fill_window(),
+                    });
+                }
+                (Kind::Fill(..), Err(e)) if expired(&e) => PutOutcome::Stale,
+                (_, Err(e)) => return Err(error::pg(e, "put_many")),
+            });
+        }
+        if recreate_epoch {
+            // As `put`: a refused fill may be due to a lost epoch row; recreate it (a no-op
+            // otherwise), so that the next miss hands out a usable token.
+            self.query("put_many (epoch)", &self.sql().ensure_state, &[], &[])
+                .await?;
+        }
+        Ok(outcomes)
+    }
+}
+
+fn lost(what: &str) -> Error {
+    Error::Backend {
+        store: error::STORE,
+        message: format!("{what}: the connection was lost"),
+        transient: true,
+        source: None,
     }
 }

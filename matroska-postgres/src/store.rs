@@ -8,7 +8,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use deadpool::managed::Object;
-use matroska_core::store::{FillToken, KeyTtl, Lookup, PutOutcome, Store, check_tags, check_ttl};
+use matroska_core::store::{
+    FillToken, KeyTtl, Lookup, PutEntry, PutOutcome, Store, check_tags, check_ttl,
+};
 use matroska_core::{Error, Key, Result, Tag};
 use tokio_postgres::Row;
 use tokio_postgres::types::{FromSql, ToSql, Type};
@@ -27,7 +29,7 @@ use crate::token;
 pub const MAX_VALUE_LEN: usize = 256 * 1024 * 1024;
 
 /// The longest time to live stored as such (about 1,000 years); longer ones are capped.
-const MAX_TTL_MS: i64 = 1000 * 365 * 24 * 3600 * 1000;
+pub(crate) const MAX_TTL_MS: i64 = 1000 * 365 * 24 * 3600 * 1000;
 
 /// How many rounds one `cleanup` or `clear` call runs at most before it returns (each round is
 /// one short statement of at most `batch_size` rows per step).
@@ -140,6 +142,11 @@ impl PgStore {
     /// The store's statements.
     pub(crate) fn sql(&self) -> &crate::sql::Sql {
         &self.inner.sql
+    }
+
+    /// How long one operation may take.
+    pub(crate) fn operation_timeout(&self) -> Duration {
+        self.inner.operation_timeout
     }
 
     /// Starts configuring a store from a connection URL or key-value string; see
@@ -511,11 +518,11 @@ impl PgStore {
 /// there until `done` or the drop takes it.
 ///
 /// [`done`]: InFlight::done
-struct InFlight(Option<Pooled>);
+pub(crate) struct InFlight(pub(crate) Option<Pooled>);
 
 impl InFlight {
     /// The statement is over: the connection goes back to the pool.
-    fn done(mut self) {
+    pub(crate) fn done(mut self) {
         drop(self.0.take());
     }
 }
@@ -547,7 +554,7 @@ fn count(n: i64) -> u64 {
 }
 
 /// The distinct tags, as text.
-fn tag_texts(tags: &[Tag]) -> Vec<&str> {
+pub(crate) fn tag_texts(tags: &[Tag]) -> Vec<&str> {
     let mut texts: Vec<&str> = tags.iter().map(Tag::as_str).collect();
     texts.sort_unstable();
     texts.dedup();
@@ -562,6 +569,10 @@ impl Store for PgStore {
 
     async fn get_many(&self, keys: &[Key]) -> Result<Vec<Lookup>> {
         self.get_many_entries(keys).await
+    }
+
+    async fn put_many(&self, entries: &[PutEntry<'_>]) -> Result<Vec<PutOutcome>> {
+        self.put_many_entries(entries).await
     }
 
     async fn get(&self, key: &Key) -> Result<Lookup> {
