@@ -212,7 +212,8 @@ async fn install_list_listen_stats_cleanup_uninstall() {
         .await
         .unwrap();
     let event = lines.next("the insert's tags");
-    assert!(event.starts_with("tags (from pid"), "{event}");
+    assert!(event.starts_with("insert "), "{event}");
+    assert!(event.contains("\"Articles\" (from pid"), "{event}");
     assert!(
         event.contains("i:article:5") && event.contains("s:article:category='news&published=true"),
         "{event}"

@@ -27,7 +27,9 @@ pub(crate) const EXAMPLES: &str = "Examples:
   matroska-pg install --table public.articles --kind article --id id \\
       --scope category,published --scope published/published_at --store-schema app_cache
   matroska-pg list                                # with a health check; --check fails on issues
+  matroska-pg install --table public.users --kind user --events-only
   matroska-pg listen --count 10
+  matroska-pg listen --json                       # one JSON object per event
   matroska-pg uninstall public.articles
   matroska-pg migrate --store-schema app_cache   # create or upgrade a PgStore schema
   matroska-pg cleanup --store-schema app_cache
@@ -64,11 +66,11 @@ pub(crate) struct CaptureSchemaArg {
 #[derive(Debug, Args)]
 pub(crate) struct InstallArgs {
     /// A TOML declaration file (instead of --table, --kind, --id, --scope...)
-    #[arg(value_name = "FILE", conflicts_with_all = ["table", "kind", "id", "scope"])]
+    #[arg(value_name = "FILE", conflicts_with_all = ["table", "kind", "id", "scope", "events_only"])]
     pub(crate) file: Option<PathBuf>,
     /// The table: name or schema.name; quote a part with double quotes to keep dots in it.
     /// Names are exact (no case folding)
-    #[arg(long, value_name = "TABLE", requires_all = ["kind", "id"])]
+    #[arg(long, value_name = "TABLE", requires = "kind")]
     pub(crate) table: Option<String>,
     /// The entity kind the rows are (as in Dep::id(kind, id) and Scopes::new(kind))
     #[arg(long, value_name = "KIND")]
@@ -81,6 +83,10 @@ pub(crate) struct InstallArgs {
     /// names with commas or slashes need a declaration file
     #[arg(long, value_name = "FIELDS[/WATCHED]")]
     pub(crate) scope: Vec<String>,
+    /// Capture change events only, with no id or scope: each statement sends an event naming
+    /// the table and operation, with the kind-wide tag a:KIND
+    #[arg(long, conflicts_with_all = ["id", "scope"])]
+    pub(crate) events_only: bool,
     /// The NOTIFY channel
     #[arg(long, value_name = "CHANNEL", default_value = DEFAULT_CHANNEL)]
     pub(crate) channel: String,
@@ -133,6 +139,11 @@ pub(crate) struct ListenArgs {
     /// The channel
     #[arg(long, value_name = "CHANNEL", default_value = DEFAULT_CHANNEL)]
     pub(crate) channel: String,
+    /// Print one JSON object per event (for scripts): {"event":"change","table","op",
+    /// "sent_at_us","received_at_us","latency_us","sender_pid","tags"} or {"event":"gap",
+    /// "reason","receiving","at_us"}; times in microseconds since the Unix epoch
+    #[arg(long)]
+    pub(crate) json: bool,
     /// Exit after this many tag events (default: run until interrupted)
     #[arg(long, value_name = "N")]
     pub(crate) count: Option<u64>,

@@ -3,7 +3,11 @@
 use std::io::Write as _;
 use std::time::Duration;
 
-use matroska_pg_capture::listener::{Event, ListenerConfig};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use matroska_core::Tag;
+use matroska_pg_capture::listener::{Event, ListenerConfig, Operation};
+use serde_json::{Value, json};
 
 use super::BoxError;
 use super::args::ListenArgs;
@@ -41,7 +45,11 @@ pub(crate) async fn listen(target: &Target, args: &ListenArgs) -> Result<(), Box
             _ = tokio::signal::ctrl_c() => None,
         };
         let Some(event) = event else { break };
-        println!("{event}");
+        if args.json {
+            println!("{}", json(&event));
+        } else {
+            println!("{event}");
+        }
         std::io::stdout().flush()?;
         if matches!(event, Event::Tags(_)) {
             seen += 1;
@@ -52,4 +60,37 @@ pub(crate) async fn listen(target: &Target, args: &ListenArgs) -> Result<(), Box
     }
     listener.shutdown().await;
     Ok(())
+}
+
+/// Microseconds since the Unix epoch.
+fn micros(at: SystemTime) -> Value {
+    at.duration_since(UNIX_EPOCH)
+        .ok()
+        .and_then(|d| u64::try_from(d.as_micros()).ok())
+        .map_or(Value::Null, Value::from)
+}
+
+/// One event as one JSON object; unknown parts (an older trigger's payload) are `null`.
+pub(crate) fn json(event: &Event) -> Value {
+    match event {
+        Event::Tags(batch) => json!({
+            "event": "change",
+            "table": batch.table(),
+            "op": batch.operation().map(Operation::as_str),
+            "sent_at_us": batch.sent_at().map_or(Value::Null, micros),
+            "received_at_us": micros(batch.received_at()),
+            "latency_us": batch
+                .latency()
+                .and_then(|l| u64::try_from(l.as_micros()).ok()),
+            "sender_pid": batch.sender_pid(),
+            "tags": batch.tags().iter().map(Tag::as_str).collect::<Vec<_>>(),
+        }),
+        Event::Gap(gap) => json!({
+            "event": "gap",
+            "reason": gap.reason().to_string(),
+            "receiving": gap.reason().is_receiving(),
+            "at_us": micros(gap.at()),
+        }),
+        other => json!({ "event": "other", "text": other.to_string() }),
+    }
 }

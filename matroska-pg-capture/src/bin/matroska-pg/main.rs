@@ -98,10 +98,15 @@ fn declaration(args: InstallArgs) -> Result<Declaration, BoxError> {
         });
     }
     let (Some(table), Some(kind)) = (args.table, args.kind) else {
-        return Err("give a declaration FILE, or --table, --kind and --id".into());
+        return Err(
+            "give a declaration FILE, or --table, --kind and --id (or --events-only)".into(),
+        );
     };
-    let mut capture = TableCapture::new(TableRef::parse(&table)?, kind)
-        .id(args.id)
+    let mut capture = TableCapture::new(TableRef::parse(&table)?, kind).id(args.id);
+    if args.events_only {
+        capture = capture.events_only();
+    }
+    let mut capture = capture
         .channel(args.channel)
         .notify(!args.no_notify)
         .max_notifies(args.max_notifies);
