@@ -7,6 +7,7 @@ mod flight;
 mod loaded;
 mod put;
 mod stats;
+mod telemetry;
 
 use std::borrow::Borrow;
 use std::error::Error as StdError;
@@ -26,6 +27,7 @@ pub use self::loaded::Loaded;
 pub use self::put::Put;
 pub use self::stats::CacheStats;
 use self::stats::{Counters, add, bump};
+use self::telemetry::{Op, Timings};
 use crate::codec::{Codec, MsgPack, open, seal};
 use crate::dep::{Dep, entry_tags, tags_of};
 use crate::error::{Error, Result};
@@ -89,6 +91,7 @@ struct Inner<S, C> {
     max_value_len: usize,
     flights: Flights,
     counters: Counters,
+    timings: Timings,
 }
 
 impl<S, C> Clone for Cache<S, C> {
@@ -139,6 +142,7 @@ impl<S: Store> Cache<S, MsgPack> {
             default_ttl: None,
             fail_open: false,
             max_value_len: DEFAULT_MAX_VALUE_LEN,
+            name: "default".to_owned(),
         }
     }
 }
@@ -235,7 +239,7 @@ impl<S: Store, C: Codec> Cache<S, C> {
     /// ```
     pub async fn has(&self, key: impl IntoKey) -> Result<bool> {
         let key = key.into_key()?;
-        match self.inner.store.exists(&key).await {
+        match self.timed(Op::Exists, self.inner.store.exists(&key)).await {
             Ok(found) => Ok(found),
             Err(err) => self.absorb(err, "has").map(|()| false),
         }
@@ -289,9 +293,7 @@ impl<S: Store, C: Codec> Cache<S, C> {
     /// ```
     pub async fn delete(&self, key: impl IntoKey) -> Result<bool> {
         let key = key.into_key()?;
-        self.inner
-            .store
-            .delete(&key)
+        self.timed(Op::Delete, self.inner.store.delete(&key))
             .await
             .inspect_err(|_| self.count_store_error())
     }
@@ -319,7 +321,7 @@ impl<S: Store, C: Codec> Cache<S, C> {
     /// ```
     pub async fn ttl(&self, key: impl IntoKey) -> Result<KeyTtl> {
         let key = key.into_key()?;
-        match self.inner.store.ttl(&key).await {
+        match self.timed(Op::Ttl, self.inner.store.ttl(&key)).await {
             Ok(ttl) => Ok(ttl),
             Err(err) => self.absorb(err, "ttl").map(|()| KeyTtl::Missing),
         }
@@ -364,9 +366,7 @@ impl<S: Store, C: Codec> Cache<S, C> {
             tags = tags.len()
         );
         let removed = self
-            .inner
-            .store
-            .invalidate(&tags)
+            .timed(Op::Invalidate, self.inner.store.invalidate(&tags))
             .instrument(span)
             .await
             .inspect_err(|err| {
@@ -397,9 +397,7 @@ impl<S: Store, C: Codec> Cache<S, C> {
     /// # Ok::<(), matroska_core::Error>(()) });
     /// ```
     pub async fn clear(&self) -> Result<()> {
-        self.inner
-            .store
-            .clear()
+        self.timed(Op::Clear, self.inner.store.clear())
             .await
             .inspect_err(|_| self.count_store_error())
     }
@@ -418,9 +416,7 @@ impl<S: Store, C: Codec> Cache<S, C> {
         let span =
             tracing::debug_span!("matroska.put", store = self.inner.store.name(), key = %key);
         match self
-            .inner
-            .store
-            .put(key, bytes, &tags, ttl, None)
+            .timed(Op::Put, self.inner.store.put(key, bytes, &tags, ttl, None))
             .instrument(span)
             .await
         {
@@ -461,7 +457,7 @@ impl<S: Store, C: Codec> Cache<S, C> {
         // An undecodable entry is removed and read again (for a fill token); if it keeps coming
         // back undecodable (another deploy writing it), give up caching this read.
         for _ in 0..2 {
-            let lookup = match inner.store.get(key).await {
+            let lookup = match self.timed(Op::Get, inner.store.get(key)).await {
                 Ok(lookup) => lookup,
                 Err(err) => {
                     self.absorb(err, "get")?;
@@ -480,7 +476,7 @@ impl<S: Store, C: Codec> Cache<S, C> {
                             source = ?StdError::source(&err),
                             "cached value does not decode; removing it"
                         );
-                        if let Err(err) = inner.store.delete(key).await {
+                        if let Err(err) = self.timed(Op::Delete, inner.store.delete(key)).await {
                             self.absorb(err, "delete")?;
                         }
                     }
@@ -488,6 +484,11 @@ impl<S: Store, C: Codec> Cache<S, C> {
             }
         }
         Ok(Found::Miss(None))
+    }
+
+    /// Awaits a store call, timing it for the latency histogram (with the `metrics` feature).
+    async fn timed<T>(&self, op: Op, call: impl Future<Output = Result<T>>) -> Result<T> {
+        self.inner.timings.time(op, call).await
     }
 
     fn count_store_error(&self) {

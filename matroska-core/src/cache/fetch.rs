@@ -15,6 +15,7 @@ use tracing::Instrument as _;
 
 use super::flight::{self, Leader, Role, Shared};
 use super::stats::bump;
+use super::telemetry::Op;
 use super::{Cache, Fetched, Found, Loaded, Origin};
 use crate::codec::{Codec, open, seal};
 use crate::dep::entry_tags;
@@ -283,9 +284,12 @@ impl<S: Store, C: Codec> Cache<S, C> {
             return Ok((bytes, false));
         };
         let stored = match self
-            .inner
-            .store
-            .put(key, bytes.clone(), &tags, ttl, Some(token))
+            .timed(
+                Op::Put,
+                self.inner
+                    .store
+                    .put(key, bytes.clone(), &tags, ttl, Some(token)),
+            )
             .await
         {
             Ok(outcome) => {
