@@ -28,6 +28,8 @@ fn bin() -> Command {
         "PGDATABASE",
         "PGAPPNAME",
         "PGCONNECT_TIMEOUT",
+        "PGSSLMODE",
+        "PGSSLROOTCERT",
     ] {
         command.env_remove(var);
     }
@@ -264,3 +266,45 @@ async fn migrate_creates_and_upgrades_a_store_schema_and_stats_shows_unknown_cou
         out(&exact)
     );
 }
+
+#[tokio::test]
+async fn sslmode_in_the_url_or_pgsslmode_connects_over_tls() {
+    let Some(url) = url() else { return };
+    let admin = connect(&url).await;
+    let ssl: String = admin.query_one("SHOW ssl", &[]).await.unwrap().get(0);
+    if ssl != "on" {
+        assert!(!required(), "the test server has ssl = off");
+        eprintln!("note: the test server has ssl = off: TLS cannot be shown");
+        return;
+    }
+    let capture = unique("mkpg_tls");
+    let require = with(&url, |p| set(p, "sslmode", "require"));
+    let ok = run(&["list", "--url", &require, "--capture-schema", &capture]);
+    assert!(ok.status.success(), "{}", err(&ok));
+    // PGSSLMODE when the string has none; a root that signed nothing refuses the server.
+    let other = std::env::temp_dir().join(format!("{}.pem", unique("other_ca")));
+    std::fs::write(&other, OTHER_CA).unwrap();
+    let refused = bin()
+        .args(["list", "--url", &url, "--capture-schema", &capture])
+        .env("PGSSLMODE", "verify-full")
+        .env("PGSSLROOTCERT", &other)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&other);
+    assert!(!refused.status.success());
+    assert!(err(&refused).contains("certificate"), "{}", err(&refused));
+}
+
+/// A root certificate that signed nothing the server has.
+const OTHER_CA: &str = "-----BEGIN CERTIFICATE-----
+MIIBjDCCATGgAwIBAgIUVUj7iABy64ne7UQ1dVSwgLtzYu8wCgYIKoZIzj0EAwIw
+GjEYMBYGA1UEAwwPbm90IHRoZSB0ZXN0IENBMCAXDTI2MTIwMTIwMTgyM1oYDzIx
+MjYxMTA3MjAxODIzWjAaMRgwFgYDVQQDDA9ub3QgdGhlIHRlc3QgQ0EwWTATBgcq
+hkjOPQIBBggqhkjOPQMBBwNCAARJtrtX+DEpq5rhg8hx7GF1/VRygSWFPqUoxdj7
+GCQ8G70JtgYeJ0NyBInAFxkasxK70cY4PwpEHSm5rLBWCBzqo1MwUTAdBgNVHQ4E
+FgQU9yqlP7PDcOWmZfcFhz9XaVItWXswHwYDVR0jBBgwFoAU9yqlP7PDcOWmZfcF
+hz9XaVItWXswDwYDVR0TAQH/BAUwAwEB/zAKBggqhkjOPQQDAgNJADBGAiEA4xWS
+Ws3NTUTQa+8GiuWaP5qKx5AMbguL+/OhtiyarAECIQDjoc6sgQyhF8E4ds2d4a/+
+GB0Vrm/pAbNL7Q3Z1mbVOA==
+-----END CERTIFICATE-----
+";

@@ -10,6 +10,7 @@ mod pool;
 pub mod schema;
 mod sql;
 mod store;
+pub mod tls;
 mod token;
 
 pub use crate::cleanup::{CleanupReport, CleanupTask};
@@ -28,4 +29,5 @@ pub mod __private {
     pub use crate::connect::{ConnectFuture, Connector, Dispatch, Driver, Tls};
     pub use crate::credentials::{CredentialCache, CredentialError};
     pub use crate::error::{STORE, is_auth_failure, pg};
+    pub use crate::tls::connector_for;
 }

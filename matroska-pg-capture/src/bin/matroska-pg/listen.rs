@@ -18,21 +18,19 @@ pub(crate) async fn listen(target: &Target, args: &ListenArgs) -> Result<(), Box
     // database or role) ends the command at once, with the server's words, where the listener
     // would retry until --connect-timeout. A server that is down is left to the listener's
     // retries.
-    match target.config.connect(tokio_postgres::NoTls).await {
-        Ok((client, connection)) => {
-            drop(client);
-            let _ = connection.await;
-        }
-        Err(error) if is_hopeless(&error) => {
-            return Err(ConnectError::new(target, error).into());
-        }
-        Err(error) => {
-            tracing::warn!(%error, "matroska-pg: cannot connect yet; retrying");
-        }
+    match super::connect(target).await {
+        Ok(client) => drop(client),
+        Err(error) => match error.downcast::<ConnectError>() {
+            Ok(error) if is_hopeless(error.driver_error()) => return Err(error),
+            Ok(error) => tracing::warn!(%error, "matroska-pg: cannot connect yet; retrying"),
+            Err(other) => return Err(other),
+        },
     }
-    let listener = ListenerConfig::new(target.config.clone())
-        .channel(&args.channel)
-        .start()?;
+    let mut config = ListenerConfig::new(target.config.clone()).channel(&args.channel);
+    if let Some(tls) = target.connector()? {
+        config = config.tls(tls);
+    }
+    let listener = config.start()?;
     let mut events = listener.subscribe();
     listener
         .wait_connected(Duration::from_secs(args.connect_timeout))

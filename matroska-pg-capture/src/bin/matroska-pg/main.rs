@@ -59,9 +59,21 @@ fn fail(error: &(dyn StdError + 'static)) -> ExitCode {
 }
 
 async fn connect(target: &Target) -> Result<tokio_postgres::Client, BoxError> {
+    match target.connector()? {
+        Some(tls) => connect_with(target, tls).await,
+        None => connect_with(target, tokio_postgres::NoTls).await,
+    }
+}
+
+/// Connects through `tls`, keeping the cause of a failure.
+async fn connect_with<T>(target: &Target, tls: T) -> Result<tokio_postgres::Client, BoxError>
+where
+    T: tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket>,
+    T::Stream: Send + 'static,
+{
     let (client, connection) = target
         .config
-        .connect(tokio_postgres::NoTls)
+        .connect(tls)
         .await
         .map_err(|e| ConnectError::new(target, e))?;
     tokio::spawn(async move {

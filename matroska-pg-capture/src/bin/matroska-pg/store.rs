@@ -7,8 +7,12 @@ use super::args::{CleanupArgs, MigrateArgs, StatsArgs};
 use super::target::Target;
 use super::{BoxError, connect};
 
-fn store(target: &Target, schema: &SchemaName) -> PgStoreConfig {
-    PgStoreConfig::new(target.config.clone()).schema(schema.as_str())
+fn store(target: &Target, schema: &SchemaName) -> Result<PgStoreConfig, BoxError> {
+    let config = PgStoreConfig::new(target.config.clone()).schema(schema.as_str());
+    Ok(match target.connector()? {
+        Some(tls) => config.tls(tls),
+        None => config,
+    })
 }
 
 pub(crate) async fn migrate(target: &Target, args: &MigrateArgs) -> Result<(), BoxError> {
@@ -18,7 +22,7 @@ pub(crate) async fn migrate(target: &Target, args: &MigrateArgs) -> Result<(), B
     } else {
         Persistence::Unlogged
     };
-    let store = store(target, &schema).persistence(persistence).build()?;
+    let store = store(target, &schema)?.persistence(persistence).build()?;
     let report = store.migrate().await;
     store.close();
     let report = report?;
@@ -39,7 +43,7 @@ pub(crate) async fn migrate(target: &Target, args: &MigrateArgs) -> Result<(), B
 
 pub(crate) async fn cleanup(target: &Target, args: &CleanupArgs) -> Result<(), BoxError> {
     let schema = SchemaName::new(args.store_schema.as_str())?;
-    let store = store(target, &schema).build()?;
+    let store = store(target, &schema)?.build()?;
     let report = store.cleanup().await?;
     println!(
         "cleanup of {schema}: {} expired entries removed, {} entries swept, {} stamps pruned, \

@@ -4,16 +4,32 @@
 
 use std::time::Duration;
 
+use matroska_postgres::tls::{RootCert, SslMode, TlsOptions};
+use tokio_postgres_rustls::MakeRustlsConnect;
+
 use super::BoxError;
 
 /// The libpq variables read, for messages.
-const PG_VARS: &str = "PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE";
+const PG_VARS: &str = "PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE, PGSSLMODE, PGSSLROOTCERT";
 
 /// The connection settings, and where they came from (for messages).
 #[derive(Debug, Clone)]
 pub(crate) struct Target {
     pub(crate) config: tokio_postgres::Config,
     pub(crate) origin: &'static str,
+    /// `sslmode` / `sslrootcert` (else `PGSSLMODE` / `PGSSLROOTCERT`).
+    pub(crate) tls: TlsOptions,
+}
+
+impl Target {
+    /// The rustls connector, when the settings ask for TLS.
+    pub(crate) fn connector(&self) -> Result<Option<MakeRustlsConnect>, BoxError> {
+        if self.tls.mode_given && self.tls.wants_tls() {
+            Ok(Some(matroska_postgres::tls::connector(&self.tls)?))
+        } else {
+            Ok(None)
+        }
+    }
 }
 
 /// Reads the environment through a function (tests pass their own).
@@ -26,9 +42,12 @@ pub(crate) fn resolve(
         .map(|u| (u.to_owned(), "--url"))
         .or_else(|| var("MATROSKA_PG_URL").map(|u| (u, "$MATROSKA_PG_URL")))
         .or_else(|| var("DATABASE_URL").map(|u| (u, "$DATABASE_URL")));
+    let mut tls = TlsOptions::default();
     let (mut config, origin) = match given {
         Some((url, origin)) => {
-            let config = url
+            let (rest, options) = TlsOptions::split(&url)?;
+            tls = options;
+            let config = rest
                 .parse::<tokio_postgres::Config>()
                 .map_err(|e| ConnectionStringError { origin, source: e })?;
             (config, origin)
@@ -96,7 +115,29 @@ pub(crate) fn resolve(
             .unwrap_or(10);
         config.connect_timeout(Duration::from_secs(secs));
     }
-    Ok(Target { config, origin })
+    if !tls.mode_given
+        && let Some(mode) = var("PGSSLMODE")
+    {
+        tls.mode = SslMode::parse(&mode)?;
+        tls.mode_given = true;
+    }
+    if tls.root_cert.is_none()
+        && let Some(root) = var("PGSSLROOTCERT")
+    {
+        tls.root_cert = Some(if root == "system" {
+            RootCert::System
+        } else {
+            RootCert::File(root.into())
+        });
+    }
+    if tls.mode_given {
+        config.ssl_mode(tls.mode.driver_mode());
+    }
+    Ok(Target {
+        config,
+        origin,
+        tls,
+    })
 }
 
 /// A connection string that did not parse (the string is not repeated: it may hold a password).
@@ -120,6 +161,11 @@ pub(crate) struct ConnectError {
 }
 
 impl ConnectError {
+    /// The driver's error.
+    pub(crate) fn driver_error(&self) -> &tokio_postgres::Error {
+        &self.source
+    }
+
     pub(crate) fn new(target: &Target, source: tokio_postgres::Error) -> Self {
         Self {
             server: describe(&target.config),
@@ -227,6 +273,23 @@ mod tests {
         let target = resolve(None, &vars).unwrap();
         assert_eq!(describe(&target.config), "a@h:5432/d");
         assert_eq!(target.origin, "$DATABASE_URL");
+    }
+
+    #[test]
+    fn tls_settings_come_from_the_string_else_pg_variables() {
+        let vars = env(&[("PGSSLMODE", "require"), ("PGSSLROOTCERT", "/pg.pem")]);
+        let target = resolve(Some("postgres://a@h/d?sslmode=verify-full"), &vars).unwrap();
+        assert_eq!(target.tls.mode, SslMode::VerifyFull);
+        assert_eq!(target.tls.root_cert, Some(RootCert::File("/pg.pem".into())));
+        let target = resolve(Some("postgres://a@h/d"), &vars).unwrap();
+        assert_eq!(target.tls.mode, SslMode::Require);
+        assert!(target.connector().unwrap().is_some());
+        let target = resolve(Some("postgres://a@h/d"), &env(&[])).unwrap();
+        assert!(
+            target.connector().unwrap().is_none(),
+            "no sslmode: no TLS, as before"
+        );
+        assert!(resolve(None, &env(&[("PGUSER", "u"), ("PGSSLMODE", "sometimes")])).is_err());
     }
 
     #[test]
