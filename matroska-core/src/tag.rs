@@ -188,6 +188,20 @@ impl AsRef<str> for Tag {
 /// Characters that must be escaped inside names and text values.
 const RESERVED: &[char] = &['%', ':', '&', '=', ',', '(', ')', '#', '\0'];
 
+/// A name or text value as tags write it: each of `% : & = , ( ) #` and NUL as `%XX`, every
+/// other character as itself (for code that builds tags elsewhere, such as SQL generators).
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(matroska_core::tag::escape("a:b(1)"), "a%3Ab%281%29");
+/// ```
+pub fn escape(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    push_escaped(&mut out, name);
+    out
+}
+
 /// Appends `name` with the reserved characters escaped.
 pub(crate) fn push_escaped(out: &mut String, name: &str) {
     for c in name.chars() {

@@ -32,7 +32,7 @@ const HELPERS: &str = include_str!("sql/helpers.sql");
 
 /// The SQL that creates (or refreshes) the helper functions and the registry in `capture`.
 pub(crate) fn helpers_sql(capture: &SchemaName) -> String {
-    HELPERS.replace("{{capture}}", &capture.quoted())
+    super::sqlexpr::fill_helpers(HELPERS).replace("{{capture}}", &capture.quoted())
 }
 
 /// The key of `channel` in the transaction-local settings where the helper `notify` records
@@ -46,17 +46,10 @@ pub(crate) fn channel_key(channel: &str) -> String {
     key
 }
 
-/// A name or text value escaped as in [`matroska_core::tag`].
+/// A name or text value escaped as in [`matroska_core::tag`] (core's own function: one Rust copy
+/// of the encoding).
 pub(crate) fn escape(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    for c in name.chars() {
-        if matches!(c, '%' | ':' | '&' | '=' | ',' | '(' | ')' | '#' | '\0') {
-            let _ = write!(out, "%{:02X}", c as u32);
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    matroska_core::tag::escape(name)
 }
 
 /// A SQL string literal holding `text` exactly, whatever `standard_conforming_strings` says:

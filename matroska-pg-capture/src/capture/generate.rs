@@ -9,6 +9,7 @@ use super::catalog::{Encoder, Resolved};
 use super::declaration::TableCapture;
 use super::encode::{MAX_IDENT, channel_key, derive_name, dollar_tag, escape, ident, literal};
 use super::error::{CaptureError, Result};
+use super::sqlexpr;
 use matroska_postgres::schema::SchemaName;
 
 /// The version of the generated SQL, recorded in the registry. 2: the triggers go on every
@@ -16,29 +17,6 @@ use matroska_postgres::schema::SchemaName;
 /// captured columns (`columns`), which `list` checks. 3: each statement's notification says
 /// which table changed, the operation and the send time (an event per statement).
 pub(crate) const FORMAT: i32 = 3;
-
-/// Finishes the tag `x.t` (the helper `fin`, written out): longer than 200 bytes, its first 64
-/// characters, `#`, and the hex SHA-256 of the whole.
-const FIN: &str = "CASE WHEN octet_length(x.t) > 200 THEN left(x.t, 64) || '#' || \
-    encode(sha256(convert_to(x.t, 'UTF8')), 'hex') ELSE x.t END";
-
-/// `replace(...)` calls escaping a text expression as the helper `esc` does.
-fn escape_sql(expr: &str) -> String {
-    let mut out = expr.to_owned();
-    for (from, to) in [
-        ("%", "%25"),
-        (":", "%3A"),
-        ("&", "%26"),
-        ("=", "%3D"),
-        (",", "%2C"),
-        ("(", "%28"),
-        (")", "%29"),
-        ("#", "%23"),
-    ] {
-        out = format!("replace({out}, '{from}', '{to}')");
-    }
-    out
-}
 
 /// The names of a table's trigger function (in the capture schema) and triggers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,26 +69,7 @@ impl Exprs<'_> {
     /// rather than inlined by the planner, which re-parses a function body at every call site on
     /// every execution (queries over transition tables are planned at each call).
     fn val(alias: &str, column: &str, encoder: Encoder) -> String {
-        let c = format!("({alias}.{})", ident(column));
-        match encoder {
-            Encoder::Int => format!("coalesce({c}::bigint::text, '~')"),
-            Encoder::Text => format!(
-                "CASE WHEN {c} IS NULL THEN '~' ELSE '''' || {} END",
-                escape_sql(&format!("{c}::text"))
-            ),
-            Encoder::Bool => {
-                format!("CASE WHEN {c} IS NULL THEN '~' WHEN {c} THEN 'true' ELSE 'false' END")
-            }
-            Encoder::Timestamptz | Encoder::Timestamp => {
-                let t = encoder.cast();
-                format!(
-                    "CASE WHEN {c} IS NULL THEN '~' \
-                     WHEN {c}::{t} = 'infinity'::{t} THEN '@9223372036854775807' \
-                     WHEN {c}::{t} = '-infinity'::{t} THEN '@-9223372036854775808' \
-                     ELSE '@' || (extract(epoch FROM {c}::{t}) * 1000000)::bigint::text END"
-                )
-            }
-        }
+        sqlexpr::value(&format!("({alias}.{})", ident(column)), encoder)
     }
 
     /// The id tag of the row `alias`.
@@ -317,8 +276,9 @@ fn function_body(capture: &SchemaName, decl: &TableCapture, table: &Resolved) ->
     }
     // Each row's tags as one array, unnested: a LATERAL VALUES list per row cost a nested loop
     // and made a 10,000-row UPDATE's tag query three times slower.
+    let fin = sqlexpr::finish("x.t");
     let update = format!(
-        "SELECT array_agg(DISTINCT {FIN}) INTO v_tags FROM (
+        "SELECT array_agg(DISTINCT {fin}) INTO v_tags FROM (
             SELECT unnest(ARRAY[{values}]) AS t
             FROM (SELECT true AS {m}, r.* FROM mt_old AS r) AS o
             FULL JOIN (SELECT true AS {m}, r.* FROM mt_new AS r) AS n ON {pairing}
@@ -328,13 +288,13 @@ fn function_body(capture: &SchemaName, decl: &TableCapture, table: &Resolved) ->
         values = values.join(",\n                "),
     );
     let insert = format!(
-        "SELECT array_agg(DISTINCT {FIN}) INTO v_tags FROM (
+        "SELECT array_agg(DISTINCT {fin}) INTO v_tags FROM (
             SELECT unnest(ARRAY[{}]) AS t FROM mt_new AS n
         ) AS x WHERE x.t IS NOT NULL;",
         x.all("n")?
     );
     let delete = format!(
-        "SELECT array_agg(DISTINCT {FIN}) INTO v_tags FROM (
+        "SELECT array_agg(DISTINCT {fin}) INTO v_tags FROM (
             SELECT unnest(ARRAY[{}]) AS t FROM mt_old AS o
         ) AS x WHERE x.t IS NOT NULL;",
         x.all("o")?

@@ -129,6 +129,7 @@ mod generate;
 mod health;
 mod install;
 mod registry;
+mod sqlexpr;
 
 pub use self::catalog::SUPPORTED_TYPES;
 pub use self::declaration::{

@@ -22,56 +22,42 @@ CREATE TABLE IF NOT EXISTS {{capture}}.installed (
 ALTER TABLE {{capture}}.installed ADD COLUMN IF NOT EXISTS members jsonb;
 ALTER TABLE {{capture}}.installed ADD COLUMN IF NOT EXISTS columns jsonb;
 
--- A name or a text value: each of % : & = , ( ) # as %XX (NUL cannot occur in PostgreSQL text).
+-- The tag encoding (matroska_core::tag), for computing tags in SQL by hand. The bodies are
+-- filled in by matroska-pg-capture from the expressions the triggers use (capture/sqlexpr.rs):
+-- one SQL copy of the encoding.
 CREATE OR REPLACE FUNCTION {{capture}}.esc(p text) RETURNS text
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
-    SELECT replace(replace(replace(replace(replace(replace(replace(replace(p,
-        '%', '%25'), ':', '%3A'), '&', '%26'), '=', '%3D'), ',', '%2C'), '(', '%28'), ')', '%29'),
-        '#', '%23')
+    SELECT {{esc}}
 $$;
 
 CREATE OR REPLACE FUNCTION {{capture}}.val(p text) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT CASE WHEN p IS NULL THEN '~' ELSE '''' || {{capture}}.esc(p) END
+    SELECT {{val_text}}
 $$;
 
 CREATE OR REPLACE FUNCTION {{capture}}.val(p bigint) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT coalesce(p::text, '~')
+    SELECT {{val_int}}
 $$;
 
 CREATE OR REPLACE FUNCTION {{capture}}.val(p boolean) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT CASE WHEN p IS NULL THEN '~' WHEN p THEN 'true' ELSE 'false' END
+    SELECT {{val_bool}}
 $$;
 
 CREATE OR REPLACE FUNCTION {{capture}}.val(p timestamptz) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT CASE
-        WHEN p IS NULL THEN '~'
-        WHEN p = 'infinity'::timestamptz THEN '@9223372036854775807'
-        WHEN p = '-infinity'::timestamptz THEN '@-9223372036854775808'
-        ELSE '@' || (extract(epoch FROM p) * 1000000)::bigint::text
-    END
+    SELECT {{val_timestamptz}}
 $$;
 
 CREATE OR REPLACE FUNCTION {{capture}}.val(p timestamp) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT CASE
-        WHEN p IS NULL THEN '~'
-        WHEN p = 'infinity'::timestamp THEN '@9223372036854775807'
-        WHEN p = '-infinity'::timestamp THEN '@-9223372036854775808'
-        ELSE '@' || (extract(epoch FROM p) * 1000000)::bigint::text
-    END
+    SELECT {{val_timestamp}}
 $$;
 
--- Finishes a tag: longer than 200 bytes, it becomes its first 64 characters, '#', and the hex
--- SHA-256 of the whole (the database encoding is UTF8, checked at install).
 CREATE OR REPLACE FUNCTION {{capture}}.fin(p text) RETURNS text
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
-    SELECT CASE WHEN octet_length(p) > 200
-        THEN left(p, 64) || '#' || encode(sha256(convert_to(p, 'UTF8')), 'hex')
-        ELSE p END
+    SELECT {{fin}}
 $$;
 
 -- Format 2 triggers call this one; format 3 triggers call the five-argument notify below.
