@@ -163,6 +163,16 @@ pub enum Error {
     /// The store was configured wrongly.
     #[error("invalid configuration: {0}")]
     Config(String),
+
+    /// The store does not implement an optional operation of the [`Store`](crate::Store)
+    /// contract (a store written before it existed).
+    #[error("the {store} store does not support {operation}")]
+    Unsupported {
+        /// Which store.
+        store: &'static str,
+        /// The operation.
+        operation: &'static str,
+    },
 }
 
 impl Error {

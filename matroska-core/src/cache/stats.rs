@@ -69,6 +69,18 @@ pub struct CacheStats {
     pub decode_errors: u64,
     /// Failed store operations, including those absorbed by fail-open mode.
     pub store_errors: u64,
+    /// Background refreshes whose loader ran ([`Cache::fetch_eager`](crate::Cache::fetch_eager)
+    /// past an entry's refresh point, with this process holding the key's refresh lease). Each
+    /// is also counted in `loads`, and its fill in `fills` or `fills_rejected`.
+    pub refreshes: u64,
+    /// Background refreshes whose loader failed or timed out (the entry stays as it was).
+    pub refreshes_failed: u64,
+    /// Refreshes not started because another caller (this process or another one sharing the
+    /// store) held the key's refresh lease.
+    pub refreshes_skipped: u64,
+    /// Fail-safe: calls that returned the last good, time-expired value because the load failed
+    /// or ran past its timeout ([`Origin::Stale`](crate::Origin::Stale)). Each is also a miss.
+    pub stale_served: u64,
 }
 
 impl CacheStats {
@@ -119,6 +131,10 @@ counters!(
     entries_invalidated,
     decode_errors,
     store_errors,
+    refreshes,
+    refreshes_failed,
+    refreshes_skipped,
+    stale_served,
 );
 
 pub(super) fn bump(counter: &AtomicU64) {
