@@ -25,7 +25,7 @@
 //!
 //! That expands to modules named after the groups (`basic`, `dependencies`, `scopes`, `expiry`,
 //! `namespaces`, `edge_cases`, `bounded`, `invariants`, `concurrency`, `cache`, `cache_safety`,
-//! `model`), each with one test per case, so `cargo nextest run -E 'test(/invariants::/)'` runs
+//! `refresh`, `model`), each with one test per case, so `cargo nextest run -E 'test(/invariants::/)'` runs
 //! one group. Each case runs on its own multi-threaded runtime with a time limit, and the harness
 //! cleans up even when it fails.
 //!
@@ -62,6 +62,7 @@ pub mod cases {
     pub mod invariants;
     pub mod model;
     pub mod namespaces;
+    pub mod refresh;
     pub mod scopes;
 }
 
@@ -190,6 +191,19 @@ macro_rules! conformance {
                 fail_open_across_a_store_recovery_never_stores_a_stale_fill,
                 counters_count_calls_as_the_application_sees_them,
             ],
+            refresh: [
+                a_begin_fill_token_fills_like_a_miss,
+                a_begin_fill_token_is_rejected_after_an_invalidation_or_a_clear,
+                one_lease_holder_per_key_across_handles,
+                a_lease_runs_out,
+                last_modified_is_kept_across_an_identical_refresh,
+                a_refresh_racing_an_invalidation_is_not_stored,
+                one_refresher_across_two_caches,
+                fail_safe_serves_the_expired_value_after_an_error_never_an_invalidated_one,
+                fail_safe_ends_at_the_maximum_staleness,
+                soft_and_hard_timeouts,
+                old_envelopes_still_decode,
+            ],
             model: [
                 random_operations_match_the_model,
             ],
@@ -238,6 +252,7 @@ mod tests {
             ("invariants", include_str!("cases/invariants.rs")),
             ("model", include_str!("cases/model.rs")),
             ("namespaces", include_str!("cases/namespaces.rs")),
+            ("refresh", include_str!("cases/refresh.rs")),
             ("scopes", include_str!("cases/scopes.rs")),
         ];
         let mut count = 0;

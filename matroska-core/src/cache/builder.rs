@@ -189,9 +189,10 @@ impl<S: Store, C: Codec> CacheBuilder<S, C> {
     }
 
     /// The longest refresh lease (default 30 s): how long the process that starts a refresh of a
-    /// key holds it against the others sharing the store. A lease also ends at the entry's
-    /// logical expiry, and it is never released early, so after a failed refresh the key is
-    /// refreshed again (by anyone) only once the lease ran out.
+    /// key holds it against the others sharing the store. A lease lasts one refresh interval of
+    /// the entry (from its load to its refresh point, less the jitter) and ends at the entry's
+    /// logical expiry, never later than this; it is never released early, so after a failed
+    /// refresh the key is refreshed again (by anyone) only once the lease ran out.
     ///
     /// # Examples
     ///

@@ -114,17 +114,20 @@ impl Policy {
         }
     }
 
-    /// The refresh lease for an entry: until its logical expiry (a refresh that has not finished
-    /// by then is no longer ahead of anything), at most the configured lease.
+    /// The refresh lease for an entry: one refresh interval (the distance from its load to its
+    /// refresh point, less the jitter, so that the refreshed entry's own refresh point is never
+    /// inside it), never past its logical expiry (a refresh that has not finished by then is no
+    /// longer ahead of anything), at most the configured lease.
     pub(crate) fn lease_for(&self, meta: &Meta) -> Duration {
         let now = self.now_ms();
+        let interval =
+            Duration::from_millis(meta.refresh_at_ms.saturating_sub(meta.last_retrieved_ms))
+                .mul_f64(1.0 - self.jitter);
+        let mut lease = self.refresh_lease.min(interval);
         if meta.expires_at_ms > now {
-            self.refresh_lease
-                .min(Duration::from_millis(meta.expires_at_ms - now))
-                .max(Duration::from_millis(1))
-        } else {
-            self.refresh_lease
+            lease = lease.min(Duration::from_millis(meta.expires_at_ms - now));
         }
+        lease.max(Duration::from_millis(1))
     }
 }
 
@@ -202,6 +205,20 @@ mod tests {
         assert!(p.fallback_usable(&meta));
         clock.advance(Duration::from_secs(60));
         assert!(!p.fallback_usable(&meta), "past the maximum staleness");
+    }
+
+    #[test]
+    fn a_lease_lasts_one_refresh_interval_and_ends_at_expiry() {
+        let clock = MockClock::new();
+        clock.advance(Duration::from_secs(100));
+        let p = policy(&clock);
+        let k = Key::new("k").unwrap();
+        let (meta, _) = p.stamp(&k, Some(Duration::from_secs(10)), None, None);
+        assert_eq!(p.lease_for(&meta), Duration::from_secs(5), "one interval");
+        clock.advance(Duration::from_secs(8));
+        assert_eq!(p.lease_for(&meta), Duration::from_secs(2), "until expiry");
+        let (meta, _) = p.stamp(&k, Some(Duration::from_secs(1000)), None, None);
+        assert_eq!(p.lease_for(&meta), DEFAULT_REFRESH_LEASE, "at most the cap");
     }
 
     #[test]

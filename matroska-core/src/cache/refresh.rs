@@ -12,9 +12,13 @@
 //!
 //! At most one per key in this process (a set of keys being refreshed), and one per key across
 //! the processes sharing the store while the key's refresh lease runs: `begin_fill` hands out a
-//! token only to the caller that took the lease. A lease lasts until the entry's logical expiry
-//! at most ([`CacheBuilder::refresh_lease`](crate::CacheBuilder::refresh_lease)), so the next
-//! refresh point of the refreshed entry is never blocked by the lease of the previous one.
+//! token only to the caller that took the lease. A lease lasts one refresh interval of the entry
+//! (from its load to its refresh point, less the jitter), and never past the entry's logical
+//! expiry or [`CacheBuilder::refresh_lease`](crate::CacheBuilder::refresh_lease): a process that
+//! read the old entry just before the refreshed one was stored finds the lease still held, and
+//! the refreshed entry's own refresh point comes after the lease ran out. A loader slower than
+//! the lease may therefore run twice (once in each of two processes); both fills are
+//! token-checked.
 
 use std::error::Error as StdError;
 use std::future::Future;
