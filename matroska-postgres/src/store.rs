@@ -604,16 +604,25 @@ impl Store for PgStore {
         }
         // The token of a miss, taken after the lease: the same statement function, the same
         // snapshot rules, so a put checks it exactly as a miss's token.
-        let rows = self
-            .query("begin_fill", &self.inner.sql.token, &[], &[])
-            .await?;
-        let text: Option<&str> = col(first(&rows, "begin_fill")?, 0, "begin_fill")?;
-        Ok(Some(match text.and_then(token::parse_miss) {
-            Some(miss) => token::encode(&miss),
-            // No epoch row (lost in a crash; the next miss recreates it): a token that cannot
-            // store, as a miss gives then.
-            None => FillToken::new(0, 0),
-        }))
+        let mut recreated = false;
+        loop {
+            let rows = self
+                .query("begin_fill", &self.inner.sql.token, &[], &[])
+                .await?;
+            let text: Option<&str> = col(first(&rows, "begin_fill")?, 0, "begin_fill")?;
+            if let Some(miss) = text.and_then(token::parse_miss) {
+                return Ok(Some(token::encode(&miss)));
+            }
+            if recreated {
+                // Still no epoch row: a token that cannot store, as a miss gives then.
+                return Ok(Some(FillToken::new(0, 0)));
+            }
+            // No epoch row (lost in a crash): recreate it as a miss does, and take the token
+            // again (test `model::random_operations_match_the_model` found this).
+            self.query("begin_fill (epoch)", &self.inner.sql.ensure_state, &[], &[])
+                .await?;
+            recreated = true;
+        }
     }
 
     async fn put(

@@ -9,6 +9,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::envelope::Envelope;
+use super::lease::Leases;
 use super::op::{KEYS, Life, Op, PADDING_TAGS, STEPS, TAGS};
 use super::reference::{FillRule, Model, Span, Token, Tri};
 use super::timing::Timing;
@@ -33,9 +34,11 @@ pub(crate) struct Stats {
     pub(crate) removed: AtomicU64,
     pub(crate) losses: AtomicU64,
     pub(crate) expired_reads: AtomicU64,
+    pub(crate) begin_fills: AtomicU64,
+    pub(crate) leases_refused: AtomicU64,
 }
 
-fn bump(counter: &AtomicU64) {
+pub(crate) fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 
@@ -48,7 +51,7 @@ struct Load {
     task: JoinHandle<matroska_core::Result<Fetched<u64>>>,
 }
 
-fn key_of(k: u8) -> Key {
+pub(crate) fn key_of(k: u8) -> Key {
     crate::support::key(&format!("model:k{k}"))
 }
 
@@ -66,15 +69,16 @@ fn tags_of(tags: u8) -> Vec<Tag> {
 /// One case: two handles on a fresh namespace, the model, kept tokens and held loads.
 pub(crate) struct Case<'h, H: Harness> {
     h: &'h H,
-    stores: [H::Store; 2],
+    pub(crate) stores: [H::Store; 2],
     caches: [Cache<H::Store>; 2],
     model: Model,
-    timing: Timing,
+    pub(crate) timing: Timing,
     tokens: Vec<Token>,
     loads: Vec<Load>,
     envelope: Envelope,
-    stats: &'h Stats,
-    step: usize,
+    pub(crate) stats: &'h Stats,
+    pub(crate) step: usize,
+    pub(crate) leases: Leases,
 }
 
 impl<'h, H: Harness> Case<'h, H> {
@@ -98,6 +102,7 @@ impl<'h, H: Harness> Case<'h, H> {
             envelope: Envelope::new(),
             stats,
             step: 0,
+            leases: Leases::default(),
         }
     }
 
@@ -131,7 +136,7 @@ impl<'h, H: Harness> Case<'h, H> {
         outcome
     }
 
-    fn span(&self, lo: Duration) -> Span {
+    pub(crate) fn span(&self, lo: Duration) -> Span {
         Span {
             lo,
             hi: self.timing.now(),
@@ -165,6 +170,7 @@ impl<'h, H: Harness> Case<'h, H> {
                     .await
                     .map_err(|e| format!("clear failed: {e}"))?;
                 self.model.clear(self.step);
+                self.leases.forget();
                 Ok(())
             }
             Op::Advance { step } => {
@@ -192,8 +198,10 @@ impl<'h, H: Harness> Case<'h, H> {
                 }
                 Ok(())
             }
+            Op::BeginFill { on, key, lease } => self.begin_fill(on, key, lease).await,
             Op::LoseState => {
                 if self.h.lose_state(&self.stores[0]).await {
+                    self.leases.forget();
                     self.model.lose(self.step);
                     bump(&self.stats.losses);
                 }
@@ -267,10 +275,7 @@ impl<'h, H: Harness> Case<'h, H> {
             }
             Lookup::Miss(token) => {
                 self.check_read(key, None, span)?;
-                if self.tokens.len() == KEEP {
-                    self.tokens.remove(0);
-                }
-                self.tokens.push(Token {
+                self.keep_token(Token {
                     key,
                     fill: token,
                     at: self.step,
@@ -279,6 +284,14 @@ impl<'h, H: Harness> Case<'h, H> {
                 Ok(())
             }
         }
+    }
+
+    /// Keeps a fill token for a later [`Op::Fill`] (the oldest goes when `KEEP` are kept).
+    pub(crate) fn keep_token(&mut self, token: Token) {
+        if self.tokens.len() == KEEP {
+            self.tokens.remove(0);
+        }
+        self.tokens.push(token);
     }
 
     async fn exists(&mut self, on: u8, key: u8) -> Result<(), String> {
