@@ -22,11 +22,13 @@ use serde::de::DeserializeOwned;
 use tracing::Instrument as _;
 
 pub use self::builder::CacheBuilder;
+pub(crate) use self::fetch::Due;
 pub use self::fetched::{Fetched, Origin};
 use self::flight::Flights;
 pub use self::loaded::Loaded;
 use self::policy::{DEFAULT_REFRESH_LEASE, Policy};
 pub use self::put::Put;
+pub(crate) use self::refresh::Peek;
 pub use self::stats::CacheStats;
 use self::stats::{Counters, add, bump};
 use crate::clock::UnixClock;

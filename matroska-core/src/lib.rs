@@ -56,6 +56,8 @@ pub mod clock;
 pub mod codec;
 mod dep;
 mod error;
+#[cfg(feature = "json")]
+pub mod fetchers;
 mod key;
 #[cfg(feature = "memory")]
 mod memory;

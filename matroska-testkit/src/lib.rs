@@ -25,7 +25,7 @@
 //!
 //! That expands to modules named after the groups (`basic`, `dependencies`, `scopes`, `expiry`,
 //! `namespaces`, `edge_cases`, `bounded`, `invariants`, `concurrency`, `cache`, `cache_safety`,
-//! `refresh`, `model`), each with one test per case, so `cargo nextest run -E 'test(/invariants::/)'` runs
+//! `refresh`, `fetchers`, `model`), each with one test per case, so `cargo nextest run -E 'test(/invariants::/)'` runs
 //! one group. Each case runs on its own multi-threaded runtime with a time limit, and the harness
 //! cleans up even when it fails.
 //!
@@ -59,6 +59,7 @@ pub mod cases {
     pub mod dependencies;
     pub mod edge_cases;
     pub mod expiry;
+    pub mod fetchers;
     pub mod invariants;
     pub mod model;
     pub mod namespaces;
@@ -204,6 +205,11 @@ macro_rules! conformance {
                 soft_and_hard_timeouts,
                 old_envelopes_still_decode,
             ],
+            fetchers: [
+                a_query_is_one_key_whatever_its_field_order,
+                keys_read_within_the_idle_window_are_refreshed_and_idle_ones_are_not,
+                proactive_refresh_is_bounded_and_its_task_stops,
+            ],
             model: [
                 random_operations_match_the_model,
             ],
@@ -249,6 +255,7 @@ mod tests {
             ("dependencies", include_str!("cases/dependencies.rs")),
             ("edge_cases", include_str!("cases/edge_cases.rs")),
             ("expiry", include_str!("cases/expiry.rs")),
+            ("fetchers", include_str!("cases/fetchers.rs")),
             ("invariants", include_str!("cases/invariants.rs")),
             ("model", include_str!("cases/model.rs")),
             ("namespaces", include_str!("cases/namespaces.rs")),

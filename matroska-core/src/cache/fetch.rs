@@ -32,9 +32,9 @@ pub(super) struct Previous<T> {
 }
 
 /// A live entry past its refresh point: what a background refresh needs.
-pub(super) struct Due {
-    pub(super) meta: Meta,
-    pub(super) bytes: Bytes,
+pub(crate) struct Due {
+    pub(crate) meta: Meta,
+    pub(crate) bytes: Bytes,
 }
 
 /// What a call of `fetch` does after its read: return a value (with a refresh due, if the entry

@@ -66,6 +66,8 @@ pub struct Fetched<T> {
     /// When the value's content last changed: kept across a reload whose encoded value is
     /// byte-identical, set to the load's time otherwise. `None` as `last_retrieved`.
     pub last_modified: Option<SystemTime>,
+    /// The entry's refresh point, ms since the epoch (0: none); for registered fetchers.
+    pub(crate) refresh_at_ms: u64,
 }
 
 impl<T> Fetched<T> {
@@ -77,7 +79,19 @@ impl<T> Fetched<T> {
             origin,
             last_retrieved: time(meta.last_retrieved_ms),
             last_modified: time(meta.last_modified_ms),
+            refresh_at_ms: meta.refresh_at_ms,
         }
+    }
+
+    /// The same history and origin with the value converted.
+    pub(crate) fn try_map<U, E>(self, f: impl FnOnce(T) -> Result<U, E>) -> Result<Fetched<U>, E> {
+        Ok(Fetched {
+            value: f(self.value)?,
+            origin: self.origin,
+            last_retrieved: self.last_retrieved,
+            last_modified: self.last_modified,
+            refresh_at_ms: self.refresh_at_ms,
+        })
     }
 
     /// Whether this is a fail-safe value ([`Origin::Stale`]).

@@ -28,12 +28,23 @@ use serde::de::DeserializeOwned;
 use tracing::Instrument as _;
 
 use super::fetch::Due;
+use super::policy::Policy;
 use super::stats::bump;
 use super::{Cache, Fetched, Loaded};
-use crate::codec::Codec;
+use crate::codec::{Codec, split};
 use crate::error::Result;
 use crate::key::{IntoKey, Key};
-use crate::store::Store;
+use crate::store::{Lookup, Store};
+
+/// What a look at an entry's refresh point found.
+pub(crate) enum Peek {
+    /// No live entry (or one past its logical expiry).
+    Missing,
+    /// Live, not yet due; its refresh point (ms since the epoch, 0: none).
+    Fresh(u64),
+    /// Live and past its refresh point.
+    Due(Due),
+}
 
 /// Removes a key from the set of keys being refreshed when its refresh ends (also by a panic).
 struct Refreshing<S, C> {
@@ -135,8 +146,56 @@ impl<S: Store, C: Codec> Cache<S, C> {
         );
     }
 
-    /// One refresh: take the lease and a token, load, fill.
-    async fn refresh<T, F, Fut, E>(&self, key: &Key, loader: F, due: Due)
+    /// Now on the cache's clock, in ms since the epoch.
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.inner.policy.now_ms()
+    }
+
+    /// Reads an entry's times without decoding its value: is it due for a refresh?
+    pub(crate) async fn peek(&self, key: &Key) -> Result<Peek> {
+        let Lookup::Hit(bytes) = self.inner.store.get(key).await? else {
+            return Ok(Peek::Missing);
+        };
+        let Ok((meta, _)) = split::<C>(self.inner.schema, &bytes) else {
+            return Ok(Peek::Missing);
+        };
+        let now = self.now_ms();
+        Ok(if Policy::expired(&meta, now) {
+            Peek::Missing
+        } else if Policy::refresh_due(&meta, now) {
+            Peek::Due(Due { meta, bytes })
+        } else {
+            Peek::Fresh(meta.refresh_at_ms)
+        })
+    }
+
+    /// Refreshes `key` now, in this task, unless a refresh of it runs in this process already:
+    /// the proactive refresh of registered fetchers. Returns whether its loader ran (not when a
+    /// refresh runs here already, or another caller holds the lease).
+    pub(crate) async fn refresh_here<T, F, Fut, E>(&self, key: &Key, loader: F, due: Due) -> bool
+    where
+        T: Serialize,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = std::result::Result<Loaded<T>, E>>,
+        E: Into<Box<dyn StdError + Send + Sync>>,
+    {
+        if !self.inner.refreshing.lock().insert(key.clone()) {
+            return false;
+        }
+        let _guard = Refreshing {
+            cache: self.clone(),
+            key: key.clone(),
+        };
+        let span = tracing::debug_span!(
+            "matroska.refresh",
+            store = self.inner.store.name(),
+            key = %key
+        );
+        self.refresh(key, loader, due).instrument(span).await
+    }
+
+    /// One refresh: take the lease and a token, load, fill. Returns whether the loader ran.
+    async fn refresh<T, F, Fut, E>(&self, key: &Key, loader: F, due: Due) -> bool
     where
         T: Serialize,
         F: FnOnce() -> Fut,
@@ -150,12 +209,12 @@ impl<S: Store, C: Codec> Cache<S, C> {
             Ok(None) => {
                 bump(&counters.refreshes_skipped);
                 tracing::debug!("refresh skipped: another caller holds the lease");
-                return;
+                return false;
             }
             Err(err) => {
                 self.count_store_error();
                 tracing::warn!(error = %err, "refresh not started: no fill token");
-                return;
+                return false;
             }
         };
         bump(&counters.refreshes);
@@ -164,12 +223,12 @@ impl<S: Store, C: Codec> Cache<S, C> {
             Ok(Err(err)) => {
                 bump(&counters.refreshes_failed);
                 tracing::warn!(error = %err, source = ?StdError::source(&err), "refresh failed; the entry stays until it expires");
-                return;
+                return true;
             }
             Err(_panic) => {
                 bump(&counters.refreshes_failed);
                 tracing::error!("refresh loader panicked; the entry stays until it expires");
-                return;
+                return true;
             }
         };
         if let Err(err) = self
@@ -179,5 +238,6 @@ impl<S: Store, C: Codec> Cache<S, C> {
             bump(&counters.refreshes_failed);
             tracing::warn!(error = %err, "refreshed value not stored");
         }
+        true
     }
 }
