@@ -9,6 +9,7 @@ mod policy;
 mod put;
 mod refresh;
 mod stats;
+mod telemetry;
 
 use std::borrow::Borrow;
 use std::error::Error as StdError;
@@ -31,6 +32,7 @@ pub use self::put::Put;
 pub(crate) use self::refresh::Peek;
 pub use self::stats::CacheStats;
 use self::stats::{Counters, add, bump};
+use self::telemetry::{Op, Timings};
 use crate::clock::UnixClock;
 use crate::codec::{Codec, Meta, MsgPack, seal, split};
 use crate::dep::{Dep, entry_tags, tags_of};
@@ -98,6 +100,7 @@ struct Inner<S, C> {
     policy: Policy,
     /// Keys with a background refresh running in this process.
     refreshing: parking_lot::Mutex<std::collections::HashSet<Key>>,
+    timings: Timings,
 }
 
 impl<S, C> Clone for Cache<S, C> {
@@ -157,6 +160,7 @@ impl<S: Store> Cache<S, MsgPack> {
                 soft_timeout: None,
                 hard_timeout: None,
             },
+            name: "default".to_owned(),
         }
     }
 }
@@ -258,14 +262,14 @@ impl<S: Store, C: Codec> Cache<S, C> {
         let key = key.into_key()?;
         if self.inner.policy.max_staleness.is_some() {
             // An entry kept past its logical expiry as a fallback is not live.
-            return match self.inner.store.get(&key).await {
+            return match self.timed(Op::Get, self.inner.store.get(&key)).await {
                 Ok(Lookup::Hit(bytes)) => Ok(split::<C>(self.inner.schema, &bytes)
                     .is_ok_and(|(meta, _)| !Policy::expired(&meta, self.inner.policy.now_ms()))),
                 Ok(Lookup::Miss(_)) => Ok(false),
                 Err(err) => self.absorb(err, "has").map(|()| false),
             };
         }
-        match self.inner.store.exists(&key).await {
+        match self.timed(Op::Exists, self.inner.store.exists(&key)).await {
             Ok(found) => Ok(found),
             Err(err) => self.absorb(err, "has").map(|()| false),
         }
@@ -319,9 +323,7 @@ impl<S: Store, C: Codec> Cache<S, C> {
     /// ```
     pub async fn delete(&self, key: impl IntoKey) -> Result<bool> {
         let key = key.into_key()?;
-        self.inner
-            .store
-            .delete(&key)
+        self.timed(Op::Delete, self.inner.store.delete(&key))
             .await
             .inspect_err(|_| self.count_store_error())
     }
@@ -349,7 +351,7 @@ impl<S: Store, C: Codec> Cache<S, C> {
     /// ```
     pub async fn ttl(&self, key: impl IntoKey) -> Result<KeyTtl> {
         let key = key.into_key()?;
-        match self.inner.store.ttl(&key).await {
+        match self.timed(Op::Ttl, self.inner.store.ttl(&key)).await {
             // The store keeps a fail-safe fallback longer than its logical life.
             Ok(KeyTtl::Expires(left)) => Ok(match self.inner.policy.max_staleness {
                 None => KeyTtl::Expires(left),
@@ -402,9 +404,7 @@ impl<S: Store, C: Codec> Cache<S, C> {
             tags = tags.len()
         );
         let removed = self
-            .inner
-            .store
-            .invalidate(&tags)
+            .timed(Op::Invalidate, self.inner.store.invalidate(&tags))
             .instrument(span)
             .await
             .inspect_err(|err| {
@@ -435,9 +435,7 @@ impl<S: Store, C: Codec> Cache<S, C> {
     /// # Ok::<(), matroska_core::Error>(()) });
     /// ```
     pub async fn clear(&self) -> Result<()> {
-        self.inner
-            .store
-            .clear()
+        self.timed(Op::Clear, self.inner.store.clear())
             .await
             .inspect_err(|_| self.count_store_error())
     }
@@ -461,9 +459,7 @@ impl<S: Store, C: Codec> Cache<S, C> {
         let span =
             tracing::debug_span!("matroska.put", store = self.inner.store.name(), key = %key);
         match self
-            .inner
-            .store
-            .put(key, bytes, &tags, ttl, None)
+            .timed(Op::Put, self.inner.store.put(key, bytes, &tags, ttl, None))
             .instrument(span)
             .await
         {
@@ -504,7 +500,7 @@ impl<S: Store, C: Codec> Cache<S, C> {
         // An undecodable entry is removed and read again (for a fill token); if it keeps coming
         // back undecodable (another deploy writing it), give up caching this read.
         for _ in 0..2 {
-            let lookup = match inner.store.get(key).await {
+            let lookup = match self.timed(Op::Get, inner.store.get(key)).await {
                 Ok(lookup) => lookup,
                 Err(err) => {
                     self.absorb(err, "get")?;
@@ -528,7 +524,7 @@ impl<S: Store, C: Codec> Cache<S, C> {
                             source = ?StdError::source(&err),
                             "cached value does not decode; removing it"
                         );
-                        if let Err(err) = inner.store.delete(key).await {
+                        if let Err(err) = self.timed(Op::Delete, inner.store.delete(key)).await {
                             self.absorb(err, "delete")?;
                         }
                     }
@@ -536,6 +532,11 @@ impl<S: Store, C: Codec> Cache<S, C> {
             }
         }
         Ok(Found::Miss(None))
+    }
+
+    /// Awaits a store call, timing it for the latency histogram (with the `metrics` feature).
+    async fn timed<T>(&self, op: Op, call: impl Future<Output = Result<T>>) -> Result<T> {
+        self.inner.timings.time(op, call).await
     }
 
     fn count_store_error(&self) {

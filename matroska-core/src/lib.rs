@@ -48,6 +48,69 @@
 //! sequence number, a miss hands out a fill token, a fill whose dependencies were invalidated
 //! after its token is rejected, and a read checks the entry's stamps. So no entry survives an
 //! invalidation, not even one racing with a load, and losing index metadata only causes misses.
+//!
+//! # Observability
+//!
+//! Three layers, from the cheapest to wire up:
+//!
+//! - **Counters in process**: [`Cache::stats`] returns a [`CacheStats`] snapshot (hits, misses,
+//!   loads, fills, rejected fills, shared loads, invalidations, entries removed, decode and store
+//!   errors), always on.
+//! - **Metrics** (feature `metrics`): every [`Cache`] reports the same counters and a latency
+//!   histogram per store operation to the [`metrics`](https://docs.rs/metrics) facade, so any
+//!   recorder (Prometheus with `metrics-exporter-prometheus`, StatsD, OpenTelemetry metrics
+//!   through a bridge) can export them. Install the recorder before building the cache; name the
+//!   cache with [`CacheBuilder::name`]. Every metric carries the labels `cache` (that name,
+//!   `"default"` unless set) and `store` ([`Store::name`]: `memory`, `redis`, `postgres`):
+//!
+//!   | metric | kind | extra labels | mirrors |
+//!   | --- | --- | --- | --- |
+//!   | `matroska_cache_reads_total` | counter | `outcome`: `hit`, `miss` | `hits`, `misses` |
+//!   | `matroska_cache_loads_total` | counter | | `loads` |
+//!   | `matroska_cache_coalesced_total` | counter | | `coalesced` |
+//!   | `matroska_cache_waits_total` | counter | | `waits` |
+//!   | `matroska_cache_shares_refused_total` | counter | | `shares_refused` |
+//!   | `matroska_cache_fills_total` | counter | `outcome`: `stored`, `rejected` | `fills`, `fills_rejected` |
+//!   | `matroska_cache_invalidations_total` | counter | | `invalidations` |
+//!   | `matroska_cache_entries_invalidated_total` | counter | | `entries_invalidated` |
+//!   | `matroska_cache_decode_errors_total` | counter | | `decode_errors` |
+//!   | `matroska_cache_store_errors_total` | counter | | `store_errors` |
+//!   | `matroska_cache_refreshes_total` | counter | | `refreshes` |
+//!   | `matroska_cache_refreshes_failed_total` | counter | | `refreshes_failed` |
+//!   | `matroska_cache_refreshes_skipped_total` | counter | | `refreshes_skipped` |
+//!   | `matroska_cache_stale_served_total` | counter | | `stale_served` |
+//!   | `matroska_store_operation_duration_seconds` | histogram | `operation`: `get`, `put`, `delete`, `exists`, `invalidate`, `ttl`, `clear`, `begin_fill`; `outcome`: `ok`, `error` | one sample per store call the cache makes |
+//!
+//!   The counters count exactly what [`CacheStats`] counts (a test compares the two after a run
+//!   that moves every counter); the stores themselves need no feature.
+//!
+//!   ```
+//!   use matroska_core::{Cache, MemoryStore};
+//!
+//!   // After installing a recorder, e.g. metrics_exporter_prometheus::PrometheusBuilder::new()
+//!   // .install_recorder(), whose handle renders the text format for a /metrics route.
+//!   let articles = Cache::builder(MemoryStore::new()).name("articles").build();
+//!   # let _ = articles;
+//!   ```
+//!
+//! - **Traces**: the cache opens a `tracing` span per call (`matroska.get`, `matroska.fetch`,
+//!   `matroska.put`, `matroska.invalidate`, with the fields `store` and `key` or `tags`) at the
+//!   debug level, and logs rejected fills, decode errors and failed-open reads as events. They
+//!   reach OpenTelemetry the way any `tracing` span does: add the
+//!   [`tracing-opentelemetry`](https://docs.rs/tracing-opentelemetry) layer, built on your
+//!   OpenTelemetry tracer, to the application's subscriber, with a filter that lets
+//!   `matroska_core=debug` through. The spans then nest under the application's request span
+//!   and are exported with it. In outline (not compiled here: this crate does not depend on
+//!   OpenTelemetry):
+//!
+//!   ```text
+//!   use tracing_subscriber::prelude::*;
+//!   let tracer = opentelemetry_otlp::SpanExporter::builder() /* … */;  // your exporter
+//!   tracing_subscriber::registry()
+//!       .with(tracing_subscriber::EnvFilter::new("info,matroska_core=debug"))
+//!       .with(tracing_opentelemetry::layer().with_tracer(tracer))
+//!       .init();
+//!   ```
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 

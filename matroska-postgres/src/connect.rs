@@ -11,12 +11,13 @@ use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres::{AsyncMessage, Client, Notification, Socket};
 
 /// Called for each notification, on the task that drives the connection: must not block.
-pub(crate) type Dispatch = Arc<dyn Fn(&Notification) + Send + Sync>;
+pub type Dispatch = Arc<dyn Fn(&Notification) + Send + Sync>;
 
 /// Drives the connection until it ends: `Ok` when the server closed it, `Err` on an error.
-pub(crate) type Driver = Pin<Box<dyn Future<Output = Result<(), tokio_postgres::Error>> + Send>>;
+pub type Driver = Pin<Box<dyn Future<Output = Result<(), tokio_postgres::Error>> + Send>>;
 
-type ConnectFuture =
+/// A connection attempt: the client and the future that drives its connection.
+pub type ConnectFuture =
     Pin<Box<dyn Future<Output = Result<(Client, Driver), tokio_postgres::Error>> + Send>>;
 
 /// A dispatch function for connections that expect no notifications.
@@ -25,12 +26,14 @@ pub(crate) fn ignore_notifications() -> Dispatch {
 }
 
 /// Opens a connection whose notifications go to a dispatch function (TLS erased).
-pub(crate) trait Connector: Send + Sync + 'static {
+pub trait Connector: Send + Sync + 'static {
+    /// Opens a connection with `config`; its notifications go to `dispatch`.
     fn connect(&self, config: tokio_postgres::Config, dispatch: Dispatch) -> ConnectFuture;
 }
 
 /// Any `tokio-postgres` TLS connector (`NoTls` by default).
-pub(crate) struct Tls<T>(pub(crate) T);
+#[derive(Debug)]
+pub struct Tls<T>(pub T);
 
 impl<T> Connector for Tls<T>
 where

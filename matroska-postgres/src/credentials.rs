@@ -264,7 +264,7 @@ pub(crate) struct CredentialCounters {
 
 /// What the connection factory holds: the provider, the current credential, and a gate that
 /// makes provider calls single-flight.
-pub(crate) struct CredentialCache {
+pub struct CredentialCache {
     provider: Arc<dyn CredentialProvider>,
     held: Mutex<Option<Held>>,
     /// Held across the provider call only (bounded by `fetch_timeout`); never together with
@@ -288,15 +288,18 @@ impl fmt::Debug for CredentialCache {
 
 /// Why no credential could be had.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum CredentialError {
+pub enum CredentialError {
+    /// The provider returned an error.
     #[error("the credential provider failed")]
     Provider(#[source] BoxError),
+    /// The provider did not answer in time.
     #[error("the credential provider did not answer within {0:?}")]
     Timeout(Duration),
 }
 
 impl CredentialCache {
-    pub(crate) fn new(
+    /// A cache over `provider`.
+    pub fn new(
         provider: Arc<dyn CredentialProvider>,
         refresh_margin: Duration,
         fetch_timeout: Duration,
@@ -324,7 +327,7 @@ impl CredentialCache {
     }
 
     /// The credential to open a new connection with, and its generation.
-    pub(crate) async fn current(&self) -> Result<(Secret, u64), CredentialError> {
+    pub async fn current(&self) -> Result<(Secret, u64), CredentialError> {
         let since = Instant::now();
         if let Some(fresh) = self.fresh(since) {
             return Ok(fresh);
@@ -358,7 +361,7 @@ impl CredentialCache {
 
     /// The server rejected the credential of `generation`: forget it (unless a newer one is
     /// already held), so that the next attempt asks the provider again.
-    pub(crate) fn rejected(&self, generation: u64) {
+    pub fn rejected(&self, generation: u64) {
         self.counters.auth_failures.fetch_add(1, Ordering::Relaxed);
         let mut held = self.held.lock();
         if held.as_ref().is_some_and(|h| h.generation == generation) {

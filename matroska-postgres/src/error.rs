@@ -8,7 +8,8 @@ use tokio_postgres::error::SqlState;
 
 use crate::pool::ConnectError;
 
-pub(crate) const STORE: &str = "postgres";
+/// The store name in [`Error::Backend`].
+pub const STORE: &str = "postgres";
 
 /// The SQLSTATE `put` raises when a fill token expired while it ran.
 pub(crate) const TOKEN_EXPIRED: &str = "MKS01";
@@ -16,7 +17,7 @@ pub(crate) const TOKEN_EXPIRED: &str = "MKS01";
 pub(crate) const PERSISTENCE_MISMATCH: &str = "MKP01";
 
 /// Whether the server rejected the credential (wrong password, expired token).
-pub(crate) fn is_auth_failure(error: &tokio_postgres::Error) -> bool {
+pub fn is_auth_failure(error: &tokio_postgres::Error) -> bool {
     matches!(
         error.code(),
         Some(code) if *code == SqlState::INVALID_PASSWORD
@@ -60,7 +61,7 @@ fn is_transient(error: &tokio_postgres::Error) -> bool {
 }
 
 /// Maps a driver error.
-pub(crate) fn pg(error: tokio_postgres::Error, what: &str) -> Error {
+pub fn pg(error: tokio_postgres::Error, what: &str) -> Error {
     let transient = is_transient(&error);
     let message = match error.code() {
         Some(code)

@@ -102,7 +102,7 @@ impl SchemaName {
 
 /// Quotes an identifier the way PostgreSQL's `quote_ident` does when it must: in double quotes,
 /// with embedded double quotes doubled.
-pub(crate) fn quote_ident(name: &str) -> String {
+pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 

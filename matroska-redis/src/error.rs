@@ -13,6 +13,25 @@ pub(crate) fn backend(operation: &'static str, err: RedisError) -> Error {
     Error::backend(STORE, format!("{operation} failed"), transient, err)
 }
 
+/// The first contact with the server failed: says so in the user's terms (cannot connect, or
+/// credentials refused), naming the (password-redacted) address and the driver's reason.
+pub(crate) fn connect_failed(address: &str, err: RedisError) -> Error {
+    let transient = is_transient(&err);
+    let message = if err.kind() == ErrorKind::AuthenticationFailed {
+        format!("Redis at {address} refused the credentials: {err}")
+    } else if err.is_io_error()
+        || err.is_connection_refusal()
+        || err.is_timeout()
+        || err.is_connection_dropped()
+    {
+        format!("cannot connect to Redis at {address}: {err}")
+    } else {
+        format!("cannot load the scripts into Redis at {address}: {err}")
+    };
+    tracing::debug!(transient, error = %err, "redis store: first contact failed");
+    Error::backend(STORE, message, transient, err)
+}
+
 /// A reply the scripts never give (another program wrote into the namespace?).
 pub(crate) fn unexpected(operation: &'static str, reply: &redis::Value) -> Error {
     Error::Backend {

@@ -13,7 +13,7 @@ use redis::{FromRedisValue, ScriptInvocation, Value};
 
 use crate::clock::ServerClock;
 use crate::config::{IntoClient, RedisConfig, RedisStoreBuilder};
-use crate::error::{backend, unexpected};
+use crate::error::{backend, connect_failed, unexpected};
 use crate::format::{Entry, State};
 use crate::keys::KeyLayout;
 use crate::replies::{distinct, int, nonce, removed_and_sets, token, ttl_ms};
@@ -325,7 +325,7 @@ impl RedisStore {
             script
                 .load_async(&mut conn)
                 .await
-                .map_err(|e| backend("load scripts", e))?;
+                .map_err(|e| connect_failed(&self.inner.address, e))?;
         }
         let (secs, micros): (u64, u64) = redis::cmd("TIME")
             .query_async(&mut conn)

@@ -25,6 +25,11 @@ const MIGRATION: &str = include_str!("../migrations/001_blog.sql");
 #[derive(Debug, Clone)]
 pub struct App {
     pub(crate) db: Db,
+    /// The Prometheus recorder behind `GET /metrics`.
+    pub(crate) metrics: Option<&'static metrics_exporter_prometheus::PrometheusHandle>,
+    /// With `--listen`: the listener and the applier that invalidates the cache (kept alive
+    /// while the app is).
+    _capture: Option<Arc<crate::capture::Capture>>,
 }
 
 impl App {
@@ -46,6 +51,8 @@ impl App {
     /// ```
     pub async fn connect(config: &Config) -> Result<Self, SetupError> {
         let schema = check_schema(&config.schema)?;
+        // Before the cache is built: it registers its metrics with the recorder installed then.
+        let metrics = crate::metrics::recorder();
         let store = store(config).await?;
         let (url, size) = (config.database_url.clone(), config.pool_size);
         let pool = tokio::task::spawn_blocking(move || {
@@ -65,8 +72,13 @@ impl App {
         .map_err(|err| SetupError::Database(Box::new(err)))?
         .map_err(SetupError::Database)?;
         tracing::info!(schema = %config.schema, store = store.name(), "blog ready");
+        let capture = crate::capture::start(config, &store).await?;
+        // The schema names the cache: the `cache` label of its metrics.
+        let cache = Cache::builder(store).name(config.schema.clone()).build();
         Ok(Self {
-            db: CachedPool::new(pool, Cache::new(store)),
+            db: CachedPool::new(pool, cache),
+            metrics,
+            _capture: capture,
         })
     }
 
@@ -84,6 +96,8 @@ impl App {
     /// | `DELETE /articles/{id}` | delete |
     /// | `PATCH /authors/{id}` | rename an author ([`Rename`](crate::Rename)) |
     /// | `POST /categories/{category}/unpublish` | unpublish a whole category (one bulk update) |
+    /// | `POST /authors` | create an author ([`NewAuthor`](crate::NewAuthor)) |
+    /// | `GET /metrics` | the cache's metrics, Prometheus text format |
     ///
     /// Reads answer with the header `x-cache: hit` (from the cache), `miss` (loaded now) or
     /// `shared` (loaded by a concurrent request).
@@ -107,6 +121,8 @@ impl App {
                 "/categories/{category}/unpublish",
                 post(routes::unpublish_category),
             )
+            .route("/authors", post(routes::create_author))
+            .route("/metrics", get(crate::metrics::scrape))
             .route(
                 "/authors/{id}",
                 get(routes::author).patch(routes::rename_author),

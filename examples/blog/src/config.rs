@@ -18,6 +18,9 @@ pub struct Config {
     pub bind: SocketAddr,
     /// Database connections in the pool.
     pub pool_size: u32,
+    /// Listen for the invalidations that capture triggers NOTIFY (`--listen`, `BLOG_LISTEN=1`),
+    /// so that writes made outside the app (plain SQL) are seen.
+    pub listen: bool,
 }
 
 /// The usage text of the binary.
@@ -29,6 +32,8 @@ Options (each also read from the environment variable shown):
   --schema NAME        schema of the tables   [BLOG_SCHEMA, default blog]
   --redis URL          cache on Redis         [BLOG_REDIS_URL, default: in memory]
   --bind ADDR          listen address         [BLOG_BIND, default 127.0.0.1:3000]
+  --listen             apply the invalidations capture triggers NOTIFY (see README.md)
+                                              [BLOG_LISTEN=1, default: off]
 ";
 
 impl Config {
@@ -47,6 +52,7 @@ impl Config {
             redis_url: None,
             bind: SocketAddr::from(([127, 0, 0, 1], 3000)),
             pool_size: 8,
+            listen: false,
         }
     }
 
@@ -98,6 +104,7 @@ impl Config {
             env("BLOG_SCHEMA").unwrap_or_else(|| "blog".to_owned()),
         );
         config.redis_url = env("BLOG_REDIS_URL");
+        config.listen = env("BLOG_LISTEN").is_some_and(|v| v != "0");
         let mut bind = env("BLOG_BIND");
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
@@ -110,6 +117,7 @@ impl Config {
                 "--schema" => config.schema = value()?,
                 "--redis" => config.redis_url = Some(value()?),
                 "--bind" => bind = Some(value()?),
+                "--listen" => config.listen = true,
                 other => {
                     return Err(SetupError::Config(format!(
                         "unknown option {other:?}\n\n{USAGE}"

@@ -14,8 +14,10 @@
 //! against the database.
 
 mod app;
+mod capture;
 mod config;
 mod error;
+mod metrics;
 mod models;
 mod routes;
 pub mod schema;
@@ -24,6 +26,7 @@ pub use crate::app::{App, Db};
 pub use crate::config::{Config, USAGE};
 pub use crate::error::{AppError, SetupError};
 pub use crate::models::{
-    Article, ArticleEdit, ArticlePage, Author, AuthorPage, Move, NewArticle, Publish, Rename,
+    Article, ArticleEdit, ArticlePage, Author, AuthorPage, Move, NewArticle, NewAuthor, Publish,
+    Rename,
 };
 pub use crate::routes::X_CACHE;

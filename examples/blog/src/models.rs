@@ -99,6 +99,14 @@ pub struct Publish {
     pub published: bool,
 }
 
+/// The body of `POST /authors`.
+#[derive(Debug, Clone, Deserialize, Serialize, Insertable)]
+#[diesel(table_name = authors)]
+pub struct NewAuthor {
+    /// Display name.
+    pub name: String,
+}
+
 /// The body of `PATCH /authors/{id}`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct Rename {

@@ -13,7 +13,8 @@ use serde::Serialize;
 use crate::app::App;
 use crate::error::AppError;
 use crate::models::{
-    Article, ArticleEdit, ArticlePage, Author, AuthorPage, Move, NewArticle, Publish, Rename,
+    Article, ArticleEdit, ArticlePage, Author, AuthorPage, Move, NewArticle, NewAuthor, Publish,
+    Rename,
 };
 use crate::schema::{articles, authors};
 
@@ -206,6 +207,19 @@ pub(crate) async fn delete_article(
         .await?;
     deleted.ok_or(AppError::NotFound)?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST /authors`: invalidates the author's cached 404, if any.
+pub(crate) async fn create_author(
+    State(app): State<App>,
+    Json(new): Json<NewAuthor>,
+) -> Result<Response, AppError> {
+    non_empty("name", &new.name)?;
+    let author = app
+        .db
+        .transaction(move |tx| tx.insert::<Author, _, _>(authors::table, &new))
+        .await?;
+    Ok((StatusCode::CREATED, Json(author)).into_response())
 }
 
 /// `PATCH /authors/{id}`: invalidates every page that shows the author.

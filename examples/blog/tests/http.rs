@@ -283,13 +283,6 @@ async fn start(url: String, redis: Option<String>) -> Running {
     }
     let redis = redis.map(|url| (url, config.redis_prefix()));
     let app = App::connect(&config).await.expect("the app starts");
-    let mut conn = truth.conn();
-    tokio::task::spawn_blocking(move || {
-        conn.batch_execute("INSERT INTO authors (name) VALUES ('Ada'), ('Grace'), ('Barbara')")
-            .expect("seed authors");
-    })
-    .await
-    .expect("seed");
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -300,6 +293,14 @@ async fn start(url: String, redis: Option<String>) -> Running {
         client: Client::builder(TokioExecutor::new()).build_http(),
         base,
     };
+    // Authors 1 to 3, through `POST /authors`.
+    for (id, name) in [(1, "Ada"), (2, "Grace"), (3, "Barbara")] {
+        let reply = http
+            .call(Method::POST, "/authors", Some(json!({ "name": name })))
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+        assert_eq!(reply.body, json!({ "id": id, "name": name }));
+    }
     Running {
         app,
         http,
@@ -343,8 +344,10 @@ async fn run(store: &str, url: String, redis: Option<String>) {
             }
         }
     }
+    let scraped = scrape_metrics(&blog.http).await;
     blog.server.abort();
     counts.report(store, &blog.app);
+    check_metrics(&scraped, &blog.truth.schema, store, &blog.app.cache_stats());
     blog.app.clear_cache().await.expect("clear the cache");
     #[cfg(feature = "redis")]
     if let Some((url, prefix)) = &blog.redis {
@@ -484,4 +487,106 @@ async fn write(http: &Http, rng: &mut Rng, ids: &[i64], step: usize, counts: &mu
         "{method} {path} answered {:?}",
         reply.body
     );
+}
+
+/// `GET /metrics`: the Prometheus text.
+async fn scrape_metrics(http: &Http) -> String {
+    let response = http
+        .client
+        .get(format!("{}/metrics", http.base).parse().expect("uri"))
+        .await
+        .expect("GET /metrics");
+    assert_eq!(response.status(), StatusCode::OK);
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    String::from_utf8(bytes.to_vec()).expect("UTF-8")
+}
+
+/// The scrape's value of `name` with exactly these labels (in any order).
+fn sample(scraped: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    scraped.lines().find_map(|line| {
+        let (series, value) = line.rsplit_once(' ')?;
+        let rest = series
+            .strip_prefix(name)?
+            .strip_prefix('{')?
+            .strip_suffix('}')?;
+        let mut got: Vec<&str> = rest.split(',').collect();
+        let mut want: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+        got.sort_unstable();
+        want.sort_unstable();
+        (got == want).then(|| value.parse().expect("a number"))
+    })
+}
+
+/// The scrape reports what `CacheStats` counted (the test's cache is alone with its name), and
+/// every store get was timed.
+fn check_metrics(scraped: &str, cache: &str, store: &str, stats: &matroska_core::CacheStats) {
+    let labels = [("cache", cache), ("store", store)];
+    let with = |outcome| [labels[0], labels[1], ("outcome", outcome)];
+    #[allow(clippy::cast_precision_loss)] // Counts far below 2^52.
+    let checks = [
+        (
+            "matroska_cache_reads_total",
+            with("hit").to_vec(),
+            stats.hits as f64,
+        ),
+        (
+            "matroska_cache_reads_total",
+            with("miss").to_vec(),
+            stats.misses as f64,
+        ),
+        (
+            "matroska_cache_fills_total",
+            with("stored").to_vec(),
+            stats.fills as f64,
+        ),
+        (
+            "matroska_cache_loads_total",
+            labels.to_vec(),
+            stats.loads as f64,
+        ),
+        (
+            "matroska_cache_invalidations_total",
+            labels.to_vec(),
+            stats.invalidations as f64,
+        ),
+        (
+            "matroska_cache_entries_invalidated_total",
+            labels.to_vec(),
+            stats.entries_invalidated as f64,
+        ),
+    ];
+    for (name, labels, counted) in checks {
+        let reported = sample(scraped, name, &labels);
+        assert_eq!(reported, Some(counted), "{name} {labels:?} in\n{scraped}");
+    }
+    assert!(stats.hits > 0 && stats.invalidations > 0, "{stats:?}");
+    let gets = sample(
+        scraped,
+        "matroska_store_operation_duration_seconds_count",
+        &[
+            labels[0],
+            labels[1],
+            ("operation", "get"),
+            ("outcome", "ok"),
+        ],
+    )
+    .expect("the get latency histogram");
+    #[allow(clippy::cast_precision_loss)]
+    let reads = (stats.hits + stats.misses) as f64;
+    assert!(gets >= reads, "{gets} timed gets for {reads} reads");
+    let excerpt: Vec<&str> = scraped
+        .lines()
+        .filter(|l| {
+            l.contains(cache)
+                && (l.starts_with("matroska_cache_reads")
+                    || l.contains("operation=\"get\",outcome=\"ok\"")
+                        && l.contains("le=\"0.0016\""))
+        })
+        .collect();
+    eprintln!("GET /metrics (excerpt):\n{}", excerpt.join("\n"));
 }

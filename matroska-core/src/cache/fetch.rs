@@ -16,6 +16,7 @@ use tracing::Instrument as _;
 use super::flight::{self, Leader, Role, Shared};
 use super::policy::Policy;
 use super::stats::bump;
+use super::telemetry::Op;
 use super::{Cache, Fetched, Found, Loaded, Origin};
 use crate::codec::{Codec, Meta, open_meta, restamp, seal, split};
 use crate::dep::entry_tags;
@@ -271,7 +272,7 @@ impl<S: Store, C: Codec> Cache<S, C> {
     /// kept value. `None`: do not store the reload (the store failed open).
     async fn reload_token(&self, key: &Key) -> Result<Option<FillToken>> {
         let store = &self.inner.store;
-        match store.begin_fill(key, None).await {
+        match self.timed(Op::BeginFill, store.begin_fill(key, None)).await {
             Ok(token) => Ok(token),
             Err(Error::Unsupported { .. }) => {
                 let token = async {
@@ -419,9 +420,11 @@ impl<S: Store, C: Codec> Cache<S, C> {
         let Some(token) = token else {
             return Ok((bytes, false, meta));
         };
-        let stored = match inner
-            .store
-            .put(key, bytes.clone(), &tags, ttl, Some(token))
+        let stored = match self
+            .timed(
+                Op::Put,
+                inner.store.put(key, bytes.clone(), &tags, ttl, Some(token)),
+            )
             .await
         {
             Ok(outcome) => {

@@ -30,6 +30,7 @@ use tracing::Instrument as _;
 use super::fetch::Due;
 use super::policy::Policy;
 use super::stats::bump;
+use super::telemetry::Op;
 use super::{Cache, Fetched, Loaded};
 use crate::codec::{Codec, split};
 use crate::error::Result;
@@ -153,7 +154,7 @@ impl<S: Store, C: Codec> Cache<S, C> {
 
     /// Reads an entry's times without decoding its value: is it due for a refresh?
     pub(crate) async fn peek(&self, key: &Key) -> Result<Peek> {
-        let Lookup::Hit(bytes) = self.inner.store.get(key).await? else {
+        let Lookup::Hit(bytes) = self.timed(Op::Get, self.inner.store.get(key)).await? else {
             return Ok(Peek::Missing);
         };
         let Ok((meta, _)) = split::<C>(self.inner.schema, &bytes) else {
@@ -204,7 +205,10 @@ impl<S: Store, C: Codec> Cache<S, C> {
     {
         let counters = &self.inner.counters;
         let lease = self.inner.policy.lease_for(&due.meta);
-        let token = match self.inner.store.begin_fill(key, Some(lease)).await {
+        let token = match self
+            .timed(Op::BeginFill, self.inner.store.begin_fill(key, Some(lease)))
+            .await
+        {
             Ok(Some(token)) => token,
             Ok(None) => {
                 bump(&counters.refreshes_skipped);

@@ -103,44 +103,70 @@ impl CacheStats {
     }
 }
 
+/// One counter: an atomic for [`CacheStats`], and (with the `metrics` feature) the facade's
+/// counter it mirrors.
+#[derive(Debug, Default)]
+pub(super) struct Counter {
+    value: AtomicU64,
+    #[cfg(feature = "metrics")]
+    reported: Option<metrics::Counter>,
+}
+
 macro_rules! counters {
-    ($($field:ident),* $(,)?) => {
+    ($($field:ident => $metric:literal $(, $outcome:literal)?;)*) => {
         #[derive(Debug, Default)]
         pub(super) struct Counters {
-            $(pub(super) $field: AtomicU64,)*
+            $(pub(super) $field: Counter,)*
         }
 
         impl Counters {
+            /// Counters that also report to the `metrics` facade, labelled by `labels`.
+            #[cfg(feature = "metrics")]
+            pub(super) fn reported(labels: &super::telemetry::Labels) -> Self {
+                super::telemetry::describe();
+                Self {
+                    $($field: Counter {
+                        value: AtomicU64::new(0),
+                        reported: Some(labels.counter($metric, [$($outcome)?].first().copied())),
+                    },)*
+                }
+            }
+
             pub(super) fn snapshot(&self) -> CacheStats {
-                CacheStats { $($field: self.$field.load(Ordering::Relaxed),)* }
+                CacheStats { $($field: self.$field.value.load(Ordering::Relaxed),)* }
             }
         }
     };
 }
 
+// Each counter's metric name (and outcome label): see the `telemetry` module for the list.
 counters!(
-    hits,
-    misses,
-    loads,
-    coalesced,
-    waits,
-    shares_refused,
-    fills,
-    fills_rejected,
-    invalidations,
-    entries_invalidated,
-    decode_errors,
-    store_errors,
-    refreshes,
-    refreshes_failed,
-    refreshes_skipped,
-    stale_served,
+    hits => "matroska_cache_reads_total", "hit";
+    misses => "matroska_cache_reads_total", "miss";
+    loads => "matroska_cache_loads_total";
+    coalesced => "matroska_cache_coalesced_total";
+    waits => "matroska_cache_waits_total";
+    shares_refused => "matroska_cache_shares_refused_total";
+    fills => "matroska_cache_fills_total", "stored";
+    fills_rejected => "matroska_cache_fills_total", "rejected";
+    invalidations => "matroska_cache_invalidations_total";
+    entries_invalidated => "matroska_cache_entries_invalidated_total";
+    decode_errors => "matroska_cache_decode_errors_total";
+    store_errors => "matroska_cache_store_errors_total";
+    refreshes => "matroska_cache_refreshes_total";
+    refreshes_failed => "matroska_cache_refreshes_failed_total";
+    refreshes_skipped => "matroska_cache_refreshes_skipped_total";
+    stale_served => "matroska_cache_stale_served_total";
 );
 
-pub(super) fn bump(counter: &AtomicU64) {
-    counter.fetch_add(1, Ordering::Relaxed);
+pub(super) fn bump(counter: &Counter) {
+    add(counter, 1);
 }
 
-pub(super) fn add(counter: &AtomicU64, n: u64) {
-    counter.fetch_add(n, Ordering::Relaxed);
+pub(super) fn add(counter: &Counter, n: u64) {
+    counter.value.fetch_add(n, Ordering::Relaxed);
+    #[cfg(feature = "metrics")]
+    if let Some(reported) = &counter.reported {
+        reported.increment(n);
+    }
 }

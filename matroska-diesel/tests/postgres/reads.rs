@@ -3,7 +3,7 @@
 use diesel::connection::SimpleConnection as _;
 use diesel::prelude::*;
 use matroska_diesel::{CacheModel as _, Error, transaction};
-use matroska_postgres::capture::{Capture, ScopeSet, TableCapture, TableRef};
+use matroska_pg_capture::capture::{Capture, ScopeSet, TableCapture, TableRef};
 
 use crate::support::schema::articles;
 use crate::support::{Article, Backend, Fixture, page_key, unique};
