@@ -387,6 +387,34 @@ pub trait Store: fmt::Debug + Send + Sync + 'static {
     /// \[`namespaces::clear_*`\].
     async fn clear(&self) -> Result<()>;
 
+    /// Issues a fill token for `key` now, whatever is stored under it: for a load that replaces
+    /// an entry that is still there (a refresh ahead of expiry, or the reload of a value kept
+    /// past its logical expiry as a fail-safe fallback). A [`Store::put`] with it is checked
+    /// exactly as one with the token of a miss.
+    ///
+    /// With `lease: Some(d)` it also takes the key's refresh lease for `d`, so that of the
+    /// processes sharing the store one refreshes the key: while another caller's lease on the
+    /// key runs, it returns `None` and changes nothing. A lease is never released early; it
+    /// expires after `d`, also when its holder died. With `lease: None` it always returns a
+    /// token and leaves the lease alone. Leases are a coordination hint, never a correctness
+    /// device: a lost lease means at most a second refresh, whose fill is token-checked.
+    ///
+    /// Contract: \[`refresh::*`\] (a token of `begin_fill` fills like a miss's, a fill with it is
+    /// rejected after an invalidation of the entry's tags or a clear, one lease holder at a
+    /// time, a lease expires).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unsupported`] from a store that does not implement it (the default): the cache
+    /// then refreshes nothing ahead, and reloads a fail-safe fallback after deleting it.
+    async fn begin_fill(&self, key: &Key, lease: Option<Duration>) -> Result<Option<FillToken>> {
+        let _ = (key, lease);
+        Err(Error::Unsupported {
+            store: self.name(),
+            operation: "begin_fill",
+        })
+    }
+
     /// Whether a live entry exists under `key` (with the same checks as [`Store::get`]).
     async fn exists(&self, key: &Key) -> Result<bool> {
         Ok(matches!(self.get(key).await?, Lookup::Hit(_)))
@@ -564,6 +592,13 @@ macro_rules! forward_store {
             }
             async fn clear(&self) -> Result<()> {
                 (**self).clear().await
+            }
+            async fn begin_fill(
+                &self,
+                key: &Key,
+                lease: Option<Duration>,
+            ) -> Result<Option<FillToken>> {
+                (**self).begin_fill(key, lease).await
             }
             async fn exists(&self, key: &Key) -> Result<bool> {
                 (**self).exists(key).await

@@ -199,7 +199,9 @@ impl PgStoreConfig {
     }
 
     /// Parses a connection URL or key-value string (`postgres://user@host:5432/db`,
-    /// `host=... user=...`).
+    /// `host=... user=...`). `sslmode` and `sslrootcert` are read as libpq reads them (see the
+    /// [`tls`](crate::tls) module): with the feature `rustls`, a string that names an `sslmode`
+    /// other than `disable` connects through rustls; without a `sslmode`, no TLS is used.
     ///
     /// # Errors
     ///
@@ -214,9 +216,18 @@ impl PgStoreConfig {
     /// # Ok::<(), matroska_core::Error>(())
     /// ```
     pub fn from_url(url: &str) -> Result<Self> {
-        url.parse::<tokio_postgres::Config>()
-            .map(Self::new)
-            .map_err(|e| Error::Config(format!("invalid PostgreSQL connection string: {e}")))
+        let (rest, tls) = crate::tls::TlsOptions::split(url)?;
+        let mut pg = rest
+            .parse::<tokio_postgres::Config>()
+            .map_err(|e| Error::Config(format!("invalid PostgreSQL connection string: {e}")))?;
+        if tls.mode_given {
+            pg.ssl_mode(tls.mode.driver_mode());
+        }
+        let mut config = Self::new(pg);
+        if tls.mode_given && tls.wants_tls() {
+            config.connector = crate::tls::connector_for(&tls)?;
+        }
+        Ok(config)
     }
 
     /// Like [`from_url`](Self::from_url), but a parse error is reported by

@@ -11,6 +11,7 @@ mod pool;
 pub mod schema;
 mod sql;
 mod store;
+pub mod tls;
 mod token;
 mod warm;
 
@@ -30,4 +31,5 @@ pub mod __private {
     pub use crate::connect::{ConnectFuture, Connector, Dispatch, Driver, Tls};
     pub use crate::credentials::{CredentialCache, CredentialError};
     pub use crate::error::{STORE, is_auth_failure, pg};
+    pub use crate::tls::connector_for;
 }

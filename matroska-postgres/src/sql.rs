@@ -37,6 +37,9 @@ pub(crate) struct Sql {
     pub(crate) clear: String,
     pub(crate) clear_sweep: String,
     pub(crate) cleanup: String,
+    pub(crate) lease: String,
+    pub(crate) token: String,
+    pub(crate) prune_leases: String,
 }
 
 /// The live-entry condition on `e` (an `entries` row): not expired, and no stamp of one of its
@@ -250,6 +253,23 @@ impl Sql {
             clear_sweep: clear_sweep(s),
             cleanup: format!(
                 "SELECT r.expired, r.swept, r.pruned, r.strays, r.more FROM {s}.cleanup($1) AS r"
+            ),
+            // Takes the refresh lease of $1 for $2 ms unless another one runs: a row only for
+            // the caller that inserted it or moved a run-out lease forward (concurrent callers
+            // serialise on the key's row; the later one sees the lease running).
+            lease: format!(
+                "INSERT INTO {s}.leases AS l (key, until)
+                 VALUES ($1, clock_timestamp() + $2::float8 * interval '1 millisecond')
+                 ON CONFLICT (key) DO UPDATE SET until = EXCLUDED.until
+                     WHERE l.until <= clock_timestamp()
+                 RETURNING true"
+            ),
+            // The token of a miss, whatever is stored (NULL: no epoch row).
+            token: format!("SELECT {s}.miss_token()"),
+            // Run-out leases, at most $1 rows.
+            prune_leases: format!(
+                "DELETE FROM {s}.leases WHERE key IN (
+                     SELECT key FROM {s}.leases WHERE until <= clock_timestamp() LIMIT $1)"
             ),
         }
     }

@@ -366,6 +366,14 @@ impl PgStore {
                 break;
             }
         }
+        // Run-out refresh leases (rows of keys no longer refreshed), one bounded batch.
+        self.query(
+            "cleanup (leases)",
+            &inner.sql.prune_leases,
+            &[Type::INT8],
+            &[&i64::from(inner.batch_size)],
+        )
+        .await?;
         tracing::debug!(?report, schema = %inner.schema, "matroska-postgres: cleanup");
         Ok(report)
     }
@@ -599,6 +607,44 @@ impl Store for PgStore {
             // loss.
             tracing::info!(schema = %self.inner.schema, "matroska-postgres: the epoch row was missing; recreated");
             self.query("get (epoch)", &self.inner.sql.ensure_state, &[], &[])
+                .await?;
+            recreated = true;
+        }
+    }
+
+    async fn begin_fill(&self, key: &Key, lease: Option<Duration>) -> Result<Option<FillToken>> {
+        if let Some(lease) = lease {
+            let ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX).max(1);
+            let taken = self
+                .query(
+                    "begin_fill (lease)",
+                    &self.inner.sql.lease,
+                    &[Type::TEXT, Type::INT8],
+                    &[&key.as_str(), &ms],
+                )
+                .await?;
+            if taken.is_empty() {
+                return Ok(None);
+            }
+        }
+        // The token of a miss, taken after the lease: the same statement function, the same
+        // snapshot rules, so a put checks it exactly as a miss's token.
+        let mut recreated = false;
+        loop {
+            let rows = self
+                .query("begin_fill", &self.inner.sql.token, &[], &[])
+                .await?;
+            let text: Option<&str> = col(first(&rows, "begin_fill")?, 0, "begin_fill")?;
+            if let Some(miss) = text.and_then(token::parse_miss) {
+                return Ok(Some(token::encode(&miss)));
+            }
+            if recreated {
+                // Still no epoch row: a token that cannot store, as a miss gives then.
+                return Ok(Some(FillToken::new(0, 0)));
+            }
+            // No epoch row (lost in a crash): recreate it as a miss does, and take the token
+            // again (test `model::random_operations_match_the_model` found this).
+            self.query("begin_fill (epoch)", &self.inner.sql.ensure_state, &[], &[])
                 .await?;
             recreated = true;
         }

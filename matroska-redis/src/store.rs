@@ -579,6 +579,22 @@ impl Store for RedisStore {
         })
     }
 
+    async fn begin_fill(&self, key: &Key, lease: Option<Duration>) -> Result<Option<FillToken>> {
+        let mut inv = self.invocation(&scripts::BEGIN_FILL);
+        let lease_ms = lease.map_or(0, |lease| ttl_ms(Some(lease)));
+        inv.key(self.inner.layout.lease(key)).arg(lease_ms);
+        match self.eval("begin_fill", &inv).await? {
+            Value::Int(0) => Ok(None),
+            Value::Array(items) => {
+                let received = Instant::now();
+                let token = token(items)?;
+                self.inner.clock.observe(token.issued_at_ms(), received);
+                Ok(Some(token))
+            }
+            other => Err(unexpected("begin_fill", &other)),
+        }
+    }
+
     async fn clear(&self) -> Result<()> {
         let mut inv = self.invocation(&scripts::CLEAR);
         inv.key(&self.inner.seq_key);

@@ -8,10 +8,11 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::policy::Policy;
 use super::stats::bump;
 use super::telemetry::Op;
 use super::{Cache, Fetched, Loaded, Origin};
-use crate::codec::{Codec, open, seal};
+use crate::codec::{Codec, Meta, restamp, seal, split};
 use crate::dep::entry_tags;
 use crate::error::{Error, Result};
 use crate::key::{IntoKey, Key};
@@ -23,6 +24,7 @@ struct Sealed {
     bytes: Bytes,
     tags: Vec<Tag>,
     ttl: Option<std::time::Duration>,
+    meta: Meta,
 }
 
 impl<S: Store, C: Codec> Cache<S, C> {
@@ -54,7 +56,7 @@ impl<S: Store, C: Codec> Cache<S, C> {
         Ok(found
             .into_iter()
             .map(|found| {
-                let value = found.ok();
+                let value = found.ok().map(|(value, _)| value);
                 bump(if value.is_some() {
                     &self.inner.counters.hits
                 } else {
@@ -102,8 +104,9 @@ impl<S: Store, C: Codec> Cache<S, C> {
         let mut keys = Vec::new();
         let mut sealed = Vec::new();
         for (key, loaded) in entries {
-            keys.push(key.into_key()?);
-            sealed.push(self.seal_loaded(&loaded)?);
+            let key = key.into_key()?;
+            sealed.push(self.seal_loaded(&key, &loaded)?);
+            keys.push(key);
         }
         let batch: Vec<PutEntry<'_>> = keys
             .iter()
@@ -176,12 +179,9 @@ impl<S: Store, C: Codec> Cache<S, C> {
         let mut tokens = Vec::new();
         for (i, found) in found.into_iter().enumerate() {
             match found {
-                Ok(value) => {
+                Ok((value, meta)) => {
                     bump(&self.inner.counters.hits);
-                    answers.push(Some(Fetched {
-                        value,
-                        origin: Origin::Cache,
-                    }));
+                    answers.push(Some(Fetched::new(value, Origin::Cache, meta)));
                 }
                 Err(token) => {
                     bump(&self.inner.counters.misses);
@@ -209,32 +209,36 @@ impl<S: Store, C: Codec> Cache<S, C> {
                 Box::<dyn StdError + Send + Sync>::from(message),
             )));
         }
-        let stored = self.fill_many(&keys, &missing, &tokens, &loaded).await?;
-        for ((i, loaded), stored) in missing.into_iter().zip(loaded).zip(stored) {
-            answers[i] = Some(Fetched {
-                value: loaded.value,
-                origin: Origin::Loaded { stored },
-            });
+        let sealed = missing
+            .iter()
+            .zip(&loaded)
+            .map(|(&i, loaded)| self.seal_loaded(&keys[i], loaded))
+            .collect::<Result<Vec<_>>>()?;
+        let stored = self.fill_many(&keys, &missing, &tokens, &sealed).await;
+        for (((i, loaded), stored), sealed) in
+            missing.into_iter().zip(loaded).zip(stored).zip(sealed)
+        {
+            answers[i] = Some(Fetched::new(
+                loaded.value,
+                Origin::Loaded { stored },
+                sealed.meta,
+            ));
         }
         Ok(answers.into_iter().flatten().collect())
     }
 
     /// Stores loaded values whose miss handed out a token (no token: not stored, as in `fill`).
     /// Returns whether each was stored.
-    async fn fill_many<T: Serialize>(
+    async fn fill_many(
         &self,
         keys: &[Key],
         missing: &[usize],
         tokens: &[Option<FillToken>],
-        loaded: &[Loaded<T>],
-    ) -> Result<Vec<bool>> {
-        let sealed = loaded
-            .iter()
-            .map(|loaded| self.seal_loaded(loaded))
-            .collect::<Result<Vec<_>>>()?;
+        sealed: &[Sealed],
+    ) -> Vec<bool> {
         let mut batch = Vec::new();
         let mut slots = Vec::new();
-        for (n, ((&i, token), entry)) in missing.iter().zip(tokens).zip(&sealed).enumerate() {
+        for (n, ((&i, token), entry)) in missing.iter().zip(tokens).zip(sealed).enumerate() {
             if let Some(token) = token {
                 batch.push(put_entry(&keys[i], entry, Some(token)));
                 slots.push(n);
@@ -242,7 +246,7 @@ impl<S: Store, C: Codec> Cache<S, C> {
         }
         let mut stored = vec![false; missing.len()];
         if batch.is_empty() {
-            return Ok(stored);
+            return stored;
         }
         match self
             .timed(Op::PutMany, self.inner.store.put_many(&batch))
@@ -259,25 +263,44 @@ impl<S: Store, C: Codec> Cache<S, C> {
                 tracing::warn!(error = %err, entries = batch.len(), "could not store the loaded values");
             }
         }
-        Ok(stored)
+        stored
     }
 
-    /// Encodes and checks a loaded value for a put.
-    fn seal_loaded<T: Serialize>(&self, loaded: &Loaded<T>) -> Result<Sealed> {
-        let bytes = seal(&self.inner.codec, self.inner.schema, &loaded.value)?;
+    /// Encodes and checks a loaded value for a put, and stamps its envelope times as a single
+    /// fill does (item history, refresh point, logical expiry; the store's TTL longer by the
+    /// maximum staleness under fail-safe).
+    fn seal_loaded<T: Serialize>(&self, key: &Key, loaded: &Loaded<T>) -> Result<Sealed> {
+        let inner = &self.inner;
+        let mut bytes = Vec::from(seal(
+            &inner.codec,
+            inner.schema,
+            Meta::default(),
+            &loaded.value,
+        )?);
         let tags = entry_tags(&loaded.deps)?;
-        let ttl = loaded.ttl.or(self.inner.default_ttl);
+        let ttl = loaded.ttl.or(inner.default_ttl);
+        crate::store::check_ttl(ttl)?;
+        let (meta, ttl) = inner.policy.stamp(key, ttl, loaded.refresh_after, None);
+        restamp(&mut bytes, meta);
+        let bytes = Bytes::from(bytes);
         self.check_value(&bytes, ttl)?;
-        Ok(Sealed { bytes, tags, ttl })
+        Ok(Sealed {
+            bytes,
+            tags,
+            ttl,
+            meta,
+        })
     }
 
-    /// Reads and decodes several keys: a value, or the fill token of the miss (`None`: do not
-    /// store a fill). Undecodable entries are removed (one store call for each) and are misses
-    /// without a token.
+    /// Reads and decodes several keys: a value and its envelope times, or the fill token of the
+    /// miss (`None`: do not store a fill). Undecodable entries are removed (one store call for
+    /// each) and are misses without a token. An entry past its logical expiry (kept as a
+    /// fail-safe fallback) is a miss whose token comes from [`Store::begin_fill`], as for a
+    /// single read; batches serve no fallback and start no refresh ahead.
     async fn lookup_many<T: DeserializeOwned>(
         &self,
         keys: &[Key],
-    ) -> Result<Vec<std::result::Result<T, Option<FillToken>>>> {
+    ) -> Result<Vec<std::result::Result<(T, Meta), Option<FillToken>>>> {
         let inner = &self.inner;
         let lookups = match self.timed(Op::GetMany, inner.store.get_many(keys)).await {
             Ok(lookups) => lookups,
@@ -290,8 +313,13 @@ impl<S: Store, C: Codec> Cache<S, C> {
         for (key, lookup) in keys.iter().zip(lookups) {
             found.push(match lookup {
                 Lookup::Miss(token) => Err(Some(token)),
-                Lookup::Hit(bytes) => match open(&inner.codec, inner.schema, &bytes) {
-                    Ok(value) => Ok(value),
+                Lookup::Hit(bytes) => match split::<C>(inner.schema, &bytes)
+                    .and_then(|(meta, payload)| Ok((inner.codec.decode(payload)?, meta)))
+                {
+                    Ok((_, meta)) if Policy::expired(&meta, inner.policy.now_ms()) => {
+                        Err(self.reload_token(key).await?)
+                    }
+                    Ok(found) => Ok(found),
                     Err(err) => {
                         bump(&inner.counters.decode_errors);
                         tracing::warn!(key = %key, error = %err, "cached value does not decode; removing it");

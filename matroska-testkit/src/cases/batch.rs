@@ -192,3 +192,64 @@ pub async fn fetch_many_keeps_the_fill_protocol<H: Harness>(h: &H) {
     let stats = cache.stats();
     assert_eq!((stats.loads, stats.fills_rejected), (1, 1));
 }
+
+/// Batches follow the envelope's times as single reads do: `put_many` and `fetch_many` stamp
+/// item history, and an entry kept past its logical expiry as a fail-safe fallback is a miss to
+/// `get_many` and is reloaded (and stored) by `fetch_many`; an invalidated one is gone.
+pub async fn batches_follow_logical_expiry_and_item_history<H: Harness>(h: &H) {
+    let store = h.store().await;
+    let cache = Cache::builder(store.clone())
+        .clock(h.clock())
+        .default_ttl(Duration::from_secs(1))
+        .fail_safe(Duration::from_secs(60))
+        .build();
+    let (a, b) = (key("batch:life:a"), key("batch:life:b"));
+    cache
+        .put_many([
+            (a.clone(), Loaded::new(1_u32).dep(Dep::id("life", 1))),
+            (b.clone(), Loaded::new(2_u32).dep(Dep::id("life", 2))),
+        ])
+        .await
+        .unwrap();
+    let found = cache
+        .fetch_many([a.clone(), b.clone()], |_| async {
+            Ok::<_, std::io::Error>(Vec::<Loaded<u32>>::new())
+        })
+        .await
+        .unwrap();
+    assert!(
+        found
+            .iter()
+            .all(|f| f.is_hit() && f.last_retrieved.is_some() && f.last_modified.is_some())
+    );
+
+    // Past the TTL the store still holds both (fail-safe), but they are not live.
+    h.advance(&store, Duration::from_millis(1500)).await;
+    assert_eq!(
+        cache.get_many::<u32>([a.clone(), b.clone()]).await.unwrap(),
+        [None, None]
+    );
+    cache.invalidate([Dep::id("life", 2)]).await.unwrap();
+    let reloaded = cache
+        .fetch_many([a.clone(), b.clone()], |missing: Vec<Key>| async move {
+            assert_eq!(missing.len(), 2);
+            Ok::<_, std::io::Error>(vec![Loaded::new(10_u32), Loaded::new(20_u32)])
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        reloaded.iter().map(|f| f.value).collect::<Vec<_>>(),
+        [10, 20]
+    );
+    assert!(
+        reloaded
+            .iter()
+            .all(|f| f.origin == matroska_core::Origin::Loaded { stored: true }),
+        "{:?}",
+        reloaded.iter().map(|f| f.origin).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        cache.get_many::<u32>([a, b]).await.unwrap(),
+        [Some(10), Some(20)]
+    );
+}

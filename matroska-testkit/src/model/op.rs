@@ -63,6 +63,9 @@ pub(crate) enum Op {
     LoseIndex { tag: u8 },
     /// The stamp of a tag is lost, where the store can lose one.
     LoseStamp { tag: u8 },
+    /// `begin_fill`: a token whatever is stored (kept for a later [`Op::Fill`]), with the key's
+    /// refresh lease or without.
+    BeginFill { on: u8, key: u8, lease: bool },
     /// The namespace's shared state is lost, where the store has such state.
     LoseState,
     /// The store's housekeeping runs to completion.
@@ -129,6 +132,7 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (0..STEPS).prop_map(|step| Op::Advance { step }),
         2 => (0..TAGS).prop_map(|tag| Op::LoseIndex { tag }),
         1 => (0..TAGS).prop_map(|tag| Op::LoseStamp { tag }),
+        4 => (on(), key(), any::<bool>()).prop_map(|(on, key, lease)| Op::BeginFill { on, key, lease }),
         1 => Just(Op::LoseState),
         2 => Just(Op::Housekeep),
         6 => (on(), 1_u8..(1 << KEYS)).prop_map(|(on, keys)| Op::GetMany { on, keys }),
