@@ -8,8 +8,9 @@ use redis::{ErrorKind, ServerErrorKind, Value};
 
 use crate::error::{backend, unexpected};
 use crate::format::{Entry, State};
+use crate::put::put_args;
 use crate::scripts;
-use crate::store::{RedisStore, put_args};
+use crate::store::RedisStore;
 
 impl RedisStore {
     /// One `MGET` of every entry and the namespace's state; each entry is decided by the plain

@@ -7,6 +7,7 @@ mod error;
 mod format;
 mod keys;
 mod policy;
+mod put;
 mod replies;
 mod scripts;
 mod store;
