@@ -1,11 +1,14 @@
 //! [`Cache`]: the typed front end over any [`Store`].
 
+mod batch;
 mod builder;
 mod fetch;
 mod fetched;
 mod flight;
 mod loaded;
+mod policy;
 mod put;
+mod refresh;
 mod stats;
 mod telemetry;
 
@@ -21,14 +24,18 @@ use serde::de::DeserializeOwned;
 use tracing::Instrument as _;
 
 pub use self::builder::CacheBuilder;
+pub(crate) use self::fetch::Due;
 pub use self::fetched::{Fetched, Origin};
 use self::flight::Flights;
 pub use self::loaded::Loaded;
+use self::policy::{DEFAULT_REFRESH_LEASE, Policy};
 pub use self::put::Put;
+pub(crate) use self::refresh::Peek;
 pub use self::stats::CacheStats;
 use self::stats::{Counters, add, bump};
 use self::telemetry::{Op, Timings};
-use crate::codec::{Codec, MsgPack, open, seal};
+use crate::clock::UnixClock;
+use crate::codec::{Codec, Meta, MsgPack, seal, split};
 use crate::dep::{Dep, entry_tags, tags_of};
 use crate::error::{Error, Result};
 use crate::key::{IntoKey, Key};
@@ -91,6 +98,9 @@ struct Inner<S, C> {
     max_value_len: usize,
     flights: Flights,
     counters: Counters,
+    policy: Policy,
+    /// Keys with a background refresh running in this process.
+    refreshing: parking_lot::Mutex<std::collections::HashSet<Key>>,
     timings: Timings,
 }
 
@@ -142,6 +152,15 @@ impl<S: Store> Cache<S, MsgPack> {
             default_ttl: None,
             fail_open: false,
             max_value_len: DEFAULT_MAX_VALUE_LEN,
+            policy: Policy {
+                clock: Arc::new(UnixClock),
+                refresh_fraction: None,
+                jitter: 0.0,
+                refresh_lease: DEFAULT_REFRESH_LEASE,
+                max_staleness: None,
+                soft_timeout: None,
+                hard_timeout: None,
+            },
             name: "default".to_owned(),
         }
     }
@@ -149,7 +168,10 @@ impl<S: Store> Cache<S, MsgPack> {
 
 /// What a read found.
 enum Found<T> {
-    Value(T),
+    /// A live entry: its value, its envelope's times and its bytes.
+    Value(T, Meta, Bytes),
+    /// An entry past its logical expiry, kept by fail-safe as a fallback.
+    Expired(T, Meta, Bytes),
     /// A miss; the token makes a later fill race-safe. `None`: do not store a fill (the store
     /// failed open, or the entry kept failing to decode).
     Miss(Option<FillToken>),
@@ -207,11 +229,11 @@ impl<S: Store, C: Codec> Cache<S, C> {
             tracing::debug_span!("matroska.get", store = self.inner.store.name(), key = %key);
         async {
             Ok(match self.lookup(&key).await? {
-                Found::Value(value) => {
+                Found::Value(value, ..) => {
                     bump(&self.inner.counters.hits);
                     Some(value)
                 }
-                Found::Miss(_) => {
+                Found::Expired(..) | Found::Miss(_) => {
                     bump(&self.inner.counters.misses);
                     None
                 }
@@ -239,6 +261,15 @@ impl<S: Store, C: Codec> Cache<S, C> {
     /// ```
     pub async fn has(&self, key: impl IntoKey) -> Result<bool> {
         let key = key.into_key()?;
+        if self.inner.policy.max_staleness.is_some() {
+            // An entry kept past its logical expiry as a fallback is not live.
+            return match self.timed(Op::Get, self.inner.store.get(&key)).await {
+                Ok(Lookup::Hit(bytes)) => Ok(split::<C>(self.inner.schema, &bytes)
+                    .is_ok_and(|(meta, _)| !Policy::expired(&meta, self.inner.policy.now_ms()))),
+                Ok(Lookup::Miss(_)) => Ok(false),
+                Err(err) => self.absorb(err, "has").map(|()| false),
+            };
+        }
         match self.timed(Op::Exists, self.inner.store.exists(&key)).await {
             Ok(found) => Ok(found),
             Err(err) => self.absorb(err, "has").map(|()| false),
@@ -269,7 +300,7 @@ impl<S: Store, C: Codec> Cache<S, C> {
         Put {
             cache: self,
             key: key.into_key(),
-            value: seal(&self.inner.codec, self.inner.schema, value),
+            value: seal(&self.inner.codec, self.inner.schema, Meta::default(), value),
             deps: Vec::new(),
             ttl: None,
         }
@@ -322,6 +353,14 @@ impl<S: Store, C: Codec> Cache<S, C> {
     pub async fn ttl(&self, key: impl IntoKey) -> Result<KeyTtl> {
         let key = key.into_key()?;
         match self.timed(Op::Ttl, self.inner.store.ttl(&key)).await {
+            // The store keeps a fail-safe fallback longer than its logical life.
+            Ok(KeyTtl::Expires(left)) => Ok(match self.inner.policy.max_staleness {
+                None => KeyTtl::Expires(left),
+                Some(stale) => match left.checked_sub(stale) {
+                    Some(left) if !left.is_zero() => KeyTtl::Expires(left),
+                    _ => KeyTtl::Missing,
+                },
+            }),
             Ok(ttl) => Ok(ttl),
             Err(err) => self.absorb(err, "ttl").map(|()| KeyTtl::Missing),
         }
@@ -402,7 +441,7 @@ impl<S: Store, C: Codec> Cache<S, C> {
             .inspect_err(|_| self.count_store_error())
     }
 
-    /// Stores encoded bytes without a token (the caller vouches they are fresh).
+    /// Stores an envelope without a token (the caller vouches it is fresh), stamping its times.
     async fn put_bytes(
         &self,
         key: &Key,
@@ -412,6 +451,11 @@ impl<S: Store, C: Codec> Cache<S, C> {
     ) -> Result<()> {
         let tags = entry_tags(deps)?;
         let ttl = ttl.or(self.inner.default_ttl);
+        check_ttl(ttl)?;
+        let (meta, ttl) = self.inner.policy.stamp(key, ttl, None, None);
+        let mut bytes = Vec::from(bytes);
+        crate::codec::restamp(&mut bytes, meta);
+        let bytes = Bytes::from(bytes);
         self.check_value(&bytes, ttl)?;
         let span =
             tracing::debug_span!("matroska.put", store = self.inner.store.name(), key = %key);
@@ -466,8 +510,13 @@ impl<S: Store, C: Codec> Cache<S, C> {
             };
             match lookup {
                 Lookup::Miss(token) => return Ok(Found::Miss(Some(token))),
-                Lookup::Hit(bytes) => match open(&inner.codec, inner.schema, &bytes) {
-                    Ok(value) => return Ok(Found::Value(value)),
+                Lookup::Hit(bytes) => match split::<C>(inner.schema, &bytes)
+                    .and_then(|(meta, payload)| Ok((meta, inner.codec.decode(payload)?)))
+                {
+                    Ok((meta, value)) if Policy::expired(&meta, inner.policy.now_ms()) => {
+                        return Ok(Found::Expired(value, meta, bytes));
+                    }
+                    Ok((meta, value)) => return Ok(Found::Value(value, meta, bytes)),
                     Err(err) => {
                         bump(&inner.counters.decode_errors);
                         tracing::warn!(

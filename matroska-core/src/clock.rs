@@ -1,10 +1,11 @@
-//! Clocks for the in-memory store: the system's monotonic clock, or a manual one for tests.
+//! Clocks: the system's monotonic clock (the in-memory store's expiry), the wall clock (the
+//! cache's item history and refresh points), or a manual one for tests.
 
 use std::fmt;
 use std::sync::Arc;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// A monotonic clock: time since an arbitrary fixed origin.
 ///
@@ -25,6 +26,12 @@ pub trait Clock: fmt::Debug + Send + Sync + 'static {
     fn now(&self) -> Duration;
 }
 
+impl<C: Clock + ?Sized> Clock for Arc<C> {
+    fn now(&self) -> Duration {
+        (**self).now()
+    }
+}
+
 /// The system's monotonic clock (the default).
 ///
 /// # Examples
@@ -41,6 +48,29 @@ impl Clock for SystemClock {
     fn now(&self) -> Duration {
         static ORIGIN: OnceLock<Instant> = OnceLock::new();
         ORIGIN.get_or_init(Instant::now).elapsed()
+    }
+}
+
+/// The wall clock: time since the Unix epoch. The [`Cache`](crate::Cache) stamps item history
+/// and refresh points with it (they are compared across processes, so a monotonic clock local
+/// to one process would not do). It can step back when the system's time is set; a step only
+/// moves refresh points and fail-safe deadlines, never an invalidation.
+///
+/// # Examples
+///
+/// ```
+/// use matroska_core::clock::{Clock, UnixClock};
+///
+/// assert!(UnixClock.now().as_secs() > 1_700_000_000);
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UnixClock;
+
+impl Clock for UnixClock {
+    fn now(&self) -> Duration {
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
     }
 }
 

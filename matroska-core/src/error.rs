@@ -163,6 +163,35 @@ pub enum Error {
     /// The store was configured wrongly.
     #[error("invalid configuration: {0}")]
     Config(String),
+
+    /// A query for a registered fetcher could not be turned into a cache key (it is not a struct
+    /// or a map), or not into the fetcher's query type.
+    #[error("invalid query for fetcher {fetcher:?}: {reason}")]
+    InvalidQuery {
+        /// The fetcher's name.
+        fetcher: String,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// No fetcher of this name is registered, or it is registered for other types.
+    #[error("no fetcher {name:?} is registered{detail}")]
+    UnknownFetcher {
+        /// The name asked for.
+        name: String,
+        /// Empty, or why the registered one does not fit.
+        detail: String,
+    },
+
+    /// The store does not implement an optional operation of the [`Store`](crate::Store)
+    /// contract (a store written before it existed).
+    #[error("the {store} store does not support {operation}")]
+    Unsupported {
+        /// Which store.
+        store: &'static str,
+        /// The operation.
+        operation: &'static str,
+    },
 }
 
 impl Error {

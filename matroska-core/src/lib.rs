@@ -75,7 +75,11 @@
 //!   | `matroska_cache_entries_invalidated_total` | counter | | `entries_invalidated` |
 //!   | `matroska_cache_decode_errors_total` | counter | | `decode_errors` |
 //!   | `matroska_cache_store_errors_total` | counter | | `store_errors` |
-//!   | `matroska_store_operation_duration_seconds` | histogram | `operation`: `get`, `put`, `delete`, `exists`, `invalidate`, `ttl`, `clear`; `outcome`: `ok`, `error` | one sample per store call the cache makes |
+//!   | `matroska_cache_refreshes_total` | counter | | `refreshes` |
+//!   | `matroska_cache_refreshes_failed_total` | counter | | `refreshes_failed` |
+//!   | `matroska_cache_refreshes_skipped_total` | counter | | `refreshes_skipped` |
+//!   | `matroska_cache_stale_served_total` | counter | | `stale_served` |
+//!   | `matroska_store_operation_duration_seconds` | histogram | `operation`: `get`, `put`, `delete`, `exists`, `invalidate`, `ttl`, `clear`, `get_many`, `put_many`, `begin_fill`; `outcome`: `ok`, `error` | one sample per store call the cache makes |
 //!
 //!   The counters count exactly what [`CacheStats`] counts (a test compares the two after a run
 //!   that moves every counter); the stores themselves need no feature.
@@ -115,6 +119,8 @@ pub mod clock;
 pub mod codec;
 mod dep;
 mod error;
+#[cfg(feature = "json")]
+pub mod fetchers;
 mod key;
 #[cfg(feature = "memory")]
 mod memory;

@@ -1,5 +1,6 @@
 //! [`MemoryStore`]: the embedded, bounded, in-process store.
 
+mod lease;
 mod tag_table;
 
 use std::collections::{HashSet, VecDeque};
@@ -14,6 +15,7 @@ use bytes::Bytes;
 use moka::sync::Cache as Moka;
 use parking_lot::Mutex;
 
+use self::lease::Leases;
 use self::tag_table::{TagState, TagTable};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
@@ -80,6 +82,8 @@ struct Inner {
     /// Who issued a fill token: `mem:` and a random id of this store (shared by its clones).
     /// A token of another store, another tier, is refused.
     issuer: Arc<str>,
+    /// Refresh leases ([`Store::begin_fill`]).
+    leases: Leases,
 }
 
 /// A stored entry; its identity (for reclamation) is its allocation.
@@ -232,6 +236,7 @@ impl MemoryStoreBuilder {
                 max_value_len,
                 reclaim_chunk: self.reclaim_chunk,
                 issuer: issuer(),
+                leases: Leases::default(),
             }),
         }
     }
@@ -622,7 +627,19 @@ impl Store for MemoryStore {
         inner.cleared_at.fetch_max(seq, Ordering::SeqCst);
         inner.entries.invalidate_all();
         inner.pending.lock().clear();
+        inner.leases.clear();
         Ok(())
+    }
+
+    async fn begin_fill(&self, key: &Key, lease: Option<Duration>) -> Result<Option<FillToken>> {
+        let inner = &self.inner;
+        let now = inner.now();
+        if let Some(length) = lease
+            && !inner.leases.take(key, now, length)
+        {
+            return Ok(None);
+        }
+        Ok(Some(inner.token(now)))
     }
 
     fn max_value_len(&self) -> usize {

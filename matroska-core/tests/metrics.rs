@@ -170,6 +170,16 @@ fn every_counter_mirrors_cache_stats_with_cache_and_store_labels() {
         ),
         (c("matroska_cache_decode_errors_total"), stats.decode_errors),
         (c("matroska_cache_store_errors_total"), stats.store_errors),
+        (c("matroska_cache_refreshes_total"), stats.refreshes),
+        (
+            c("matroska_cache_refreshes_failed_total"),
+            stats.refreshes_failed,
+        ),
+        (
+            c("matroska_cache_refreshes_skipped_total"),
+            stats.refreshes_skipped,
+        ),
+        (c("matroska_cache_stale_served_total"), stats.stale_served),
     ];
     for (reported, counted) in pairs {
         assert_eq!(reported, counted, "{stats:?}");

@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod batch;
 pub mod cleanup;
 pub mod config;
 mod connect;
@@ -12,6 +13,7 @@ mod sql;
 mod store;
 pub mod tls;
 mod token;
+mod warm;
 
 pub use crate::cleanup::{CleanupReport, CleanupTask};
 pub use crate::config::{DEFAULT_SCHEMA, Persistence, PgStoreConfig};

@@ -30,6 +30,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "002_cleanup_pass",
         sql: include_str!("../migrations/002_cleanup_pass.sql"),
     },
+    Migration {
+        version: 3,
+        name: "003_refresh_leases",
+        sql: include_str!("../migrations/003_refresh_leases.sql"),
+    },
 ];
 
 /// The first key of the advisory lock that serialises migrations (`"MKPG"`); the second is the

@@ -24,6 +24,8 @@ pub(crate) const CLEAR_TAG: &str = "*";
 #[derive(Debug, Clone)]
 pub(crate) struct Sql {
     pub(crate) get: String,
+    /// `get` of many keys in one statement (one snapshot): see `batch.rs`.
+    pub(crate) get_many: String,
     pub(crate) exists: String,
     pub(crate) ttl: String,
     pub(crate) delete: String,
@@ -35,6 +37,9 @@ pub(crate) struct Sql {
     pub(crate) clear: String,
     pub(crate) clear_sweep: String,
     pub(crate) cleanup: String,
+    pub(crate) lease: String,
+    pub(crate) token: String,
+    pub(crate) prune_leases: String,
 }
 
 /// The live-entry condition on `e` (an `entries` row): not expired, and no stamp of one of its
@@ -188,6 +193,17 @@ impl Sql {
                      OFFSET 0
                  ) AS v"
             ),
+            // Rows in the order of the keys: `get`'s lookup for each, all in one snapshot.
+            get_many: format!(
+                "SELECT v.value, CASE WHEN v.value IS NULL THEN {s}.miss_token() END
+                 FROM unnest($1::text[]) WITH ORDINALITY AS k(key, ord)
+                 CROSS JOIN LATERAL (
+                     SELECT (SELECT e.value FROM {s}.entries AS e WHERE e.key = k.key AND {live})
+                            AS value
+                     OFFSET 0
+                 ) AS v
+                 ORDER BY k.ord"
+            ),
             exists: format!("SELECT true FROM {s}.entries AS e WHERE e.key = $1 AND {live}"),
             // Remaining life in ms (rounded up, at least 1), or -1 when persistent; no row: missing.
             ttl: format!(
@@ -237,6 +253,23 @@ impl Sql {
             clear_sweep: clear_sweep(s),
             cleanup: format!(
                 "SELECT r.expired, r.swept, r.pruned, r.strays, r.more FROM {s}.cleanup($1) AS r"
+            ),
+            // Takes the refresh lease of $1 for $2 ms unless another one runs: a row only for
+            // the caller that inserted it or moved a run-out lease forward (concurrent callers
+            // serialise on the key's row; the later one sees the lease running).
+            lease: format!(
+                "INSERT INTO {s}.leases AS l (key, until)
+                 VALUES ($1, clock_timestamp() + $2::float8 * interval '1 millisecond')
+                 ON CONFLICT (key) DO UPDATE SET until = EXCLUDED.until
+                     WHERE l.until <= clock_timestamp()
+                 RETURNING true"
+            ),
+            // The token of a miss, whatever is stored (NULL: no epoch row).
+            token: format!("SELECT {s}.miss_token()"),
+            // Run-out leases, at most $1 rows.
+            prune_leases: format!(
+                "DELETE FROM {s}.leases WHERE key IN (
+                     SELECT key FROM {s}.leases WHERE until <= clock_timestamp() LIMIT $1)"
             ),
         }
     }

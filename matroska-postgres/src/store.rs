@@ -72,11 +72,13 @@ const MAX_ROUNDS: u32 = 10_000;
 #[doc = include_str!("../PROTOCOL-store.md")]
 #[derive(Clone)]
 pub struct PgStore {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
-struct Inner {
-    pool: Pool,
+pub(crate) struct Inner {
+    pub(crate) pool: Pool,
+    /// The fewest connections kept open (`min_connections`).
+    pub(crate) min_connections: usize,
     schema: SchemaName,
     sql: Sql,
     persistence: Persistence,
@@ -135,6 +137,11 @@ enum Failure {
 }
 
 impl PgStore {
+    /// The store's statements.
+    pub(crate) fn sql(&self) -> &crate::sql::Sql {
+        &self.inner.sql
+    }
+
     /// Starts configuring a store from a connection URL or key-value string; see
     /// [`PgStoreConfig`] for every setting. A string that does not parse is reported by
     /// [`PgStoreConfig::build`].
@@ -206,9 +213,10 @@ impl PgStore {
             .runtime(deadpool::Runtime::Tokio1)
             .build()
             .map_err(|e| Error::Config(format!("could not build the connection pool: {e}")))?;
-        Ok(Self {
+        let store = Self {
             inner: Arc::new(Inner {
                 pool,
+                min_connections: config.min_connections,
                 sql: Sql::new(&schema),
                 schema,
                 persistence: config.persistence,
@@ -218,7 +226,9 @@ impl PgStore {
                 operation_timeout: config.operation_timeout,
                 credentials,
             }),
-        })
+        };
+        store.keep_warm();
+        Ok(store)
     }
 
     /// The store's schema (namespace).
@@ -349,6 +359,14 @@ impl PgStore {
                 break;
             }
         }
+        // Run-out refresh leases (rows of keys no longer refreshed), one bounded batch.
+        self.query(
+            "cleanup (leases)",
+            &inner.sql.prune_leases,
+            &[Type::INT8],
+            &[&i64::from(inner.batch_size)],
+        )
+        .await?;
         tracing::debug!(?report, schema = %inner.schema, "matroska-postgres: cleanup");
         Ok(report)
     }
@@ -387,7 +405,7 @@ impl PgStore {
         self.inner.pool.close();
     }
 
-    async fn client(&self, what: &str) -> Result<Pooled> {
+    pub(crate) async fn client(&self, what: &str) -> Result<Pooled> {
         self.inner
             .pool
             .get()
@@ -448,7 +466,7 @@ impl PgStore {
         }
     }
 
-    async fn query(
+    pub(crate) async fn query(
         &self,
         what: &'static str,
         sql: &str,
@@ -528,7 +546,7 @@ fn first<'r>(rows: &'r [Row], what: &str) -> Result<&'r Row> {
     })
 }
 
-fn col<'r, T: FromSql<'r>>(row: &'r Row, index: usize, what: &str) -> Result<T> {
+pub(crate) fn col<'r, T: FromSql<'r>>(row: &'r Row, index: usize, what: &str) -> Result<T> {
     row.try_get(index).map_err(|e| error::pg(e, what))
 }
 
@@ -548,6 +566,10 @@ fn tag_texts(tags: &[Tag]) -> Vec<&str> {
 impl Store for PgStore {
     fn name(&self) -> &'static str {
         "postgres"
+    }
+
+    async fn get_many(&self, keys: &[Key]) -> Result<Vec<Lookup>> {
+        self.get_many_entries(keys).await
     }
 
     async fn get(&self, key: &Key) -> Result<Lookup> {
@@ -574,6 +596,44 @@ impl Store for PgStore {
             // loss.
             tracing::info!(schema = %self.inner.schema, "matroska-postgres: the epoch row was missing; recreated");
             self.query("get (epoch)", &self.inner.sql.ensure_state, &[], &[])
+                .await?;
+            recreated = true;
+        }
+    }
+
+    async fn begin_fill(&self, key: &Key, lease: Option<Duration>) -> Result<Option<FillToken>> {
+        if let Some(lease) = lease {
+            let ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX).max(1);
+            let taken = self
+                .query(
+                    "begin_fill (lease)",
+                    &self.inner.sql.lease,
+                    &[Type::TEXT, Type::INT8],
+                    &[&key.as_str(), &ms],
+                )
+                .await?;
+            if taken.is_empty() {
+                return Ok(None);
+            }
+        }
+        // The token of a miss, taken after the lease: the same statement function, the same
+        // snapshot rules, so a put checks it exactly as a miss's token.
+        let mut recreated = false;
+        loop {
+            let rows = self
+                .query("begin_fill", &self.inner.sql.token, &[], &[])
+                .await?;
+            let text: Option<&str> = col(first(&rows, "begin_fill")?, 0, "begin_fill")?;
+            if let Some(miss) = text.and_then(token::parse_miss) {
+                return Ok(Some(token::encode(&miss)));
+            }
+            if recreated {
+                // Still no epoch row: a token that cannot store, as a miss gives then.
+                return Ok(Some(FillToken::new(0, 0)));
+            }
+            // No epoch row (lost in a crash): recreate it as a miss does, and take the token
+            // again (test `model::random_operations_match_the_model` found this).
+            self.query("begin_fill (epoch)", &self.inner.sql.ensure_state, &[], &[])
                 .await?;
             recreated = true;
         }

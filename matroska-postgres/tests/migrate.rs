@@ -25,14 +25,14 @@ async fn migrate_is_idempotent_concurrent_and_checks_persistence() {
             .into_iter()
             .map(|r| {
                 let report = r.unwrap();
-                assert_eq!(report.version, 2);
+                assert_eq!(report.version, 3);
                 report.applied.len()
             })
             .collect();
         applied.sort_unstable();
         assert_eq!(
             applied,
-            [0, 0, 0, 2],
+            [0, 0, 0, 3],
             "exactly one migrate applied the migrations"
         );
         let s = stores[0].schema().quoted();
@@ -119,7 +119,13 @@ async fn migrating_a_version_1_schema_keeps_its_data_and_upgrades_cleanup() {
         let report = store.migrate().await.unwrap();
         assert_eq!(
             (report.applied, report.version),
-            (vec!["002_cleanup_pass".to_owned()], 2)
+            (
+                vec![
+                    "002_cleanup_pass".to_owned(),
+                    "003_refresh_leases".to_owned()
+                ],
+                3
+            )
         );
         assert_eq!(hit(&store, &kept).await, Some(bytes("v1")));
         assert_eq!(hit(&store, &k).await, None);

@@ -25,6 +25,7 @@ const MAX_PREFIX_LEN: usize = 128;
 /// | `{prefix}:t:<tag>` | sorted set | the reverse index of a tag: keys scored by expiry (ms) |
 /// | `{prefix}:r:<seq>:<tag>` | sorted set | an index set aside by a large invalidation, reclaimed in chunks |
 /// | `{prefix}:pending` | sorted set | the sets aside still to reclaim |
+/// | `{prefix}:l:<key>` | string, with a TTL | the refresh lease of a key: the nonce of the handle holding it, until it expires |
 ///
 /// The crate's [`protocol`](crate::protocol) documentation describes the formats and who writes
 /// what.
@@ -134,6 +135,19 @@ impl KeyLayout {
     /// ```
     pub fn entry(&self, key: &Key) -> String {
         self.join("e", key.as_str())
+    }
+
+    /// The key of the refresh lease of `key` ([`Store::begin_fill`](matroska_core::Store::begin_fill)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let layout = matroska_redis::KeyLayout::new("app")?;
+    /// assert_eq!(layout.lease(&matroska_core::Key::new("k")?), "{app}:l:k");
+    /// # Ok::<(), matroska_core::Error>(())
+    /// ```
+    pub fn lease(&self, key: &Key) -> String {
+        self.join("l", key.as_str())
     }
 
     /// The key of the reverse index of `tag`.

@@ -37,9 +37,13 @@ pub(crate) static WALK: LazyLock<Script> = script!("walk.lua");
 /// One bounded step of pruning tag records.
 pub(crate) static PRUNE: LazyLock<Script> = script!("prune.lua");
 
+/// A fill token whatever is stored, optionally with the key's refresh lease.
+pub(crate) static BEGIN_FILL: LazyLock<Script> = script!("begin_fill.lua");
+
 /// Every script, for loading them ahead of time.
-pub(crate) fn all() -> [&'static Script; 9] {
+pub(crate) fn all() -> [&'static Script; 10] {
     [
+        &BEGIN_FILL,
         &GET,
         &PROBE,
         &PUT,

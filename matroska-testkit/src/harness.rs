@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt as _;
+use matroska_core::clock::{Clock, UnixClock};
 use matroska_core::{Store, Tag};
 
 /// How long one case may run before it fails as hung (unless `MATROSKA_MODEL_CASES` asks for a
@@ -115,6 +116,14 @@ pub trait Harness: Send + Sync + Sized + 'static {
     /// (the store's server decides expiry, so checks near a deadline must allow either outcome).
     fn exact_time(&self) -> bool {
         false
+    }
+
+    /// The wall clock the cases give their caches
+    /// ([`CacheBuilder::clock`](matroska_core::CacheBuilder::clock)): one that moves with
+    /// [`Harness::advance`] (default: the system's wall clock, for harnesses that wait in real
+    /// time).
+    fn clock(&self) -> Arc<dyn Clock> {
+        Arc::new(UnixClock)
     }
 
     /// The fill window the harness's stores are configured with.

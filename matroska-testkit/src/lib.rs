@@ -25,7 +25,7 @@
 //!
 //! That expands to modules named after the groups (`basic`, `dependencies`, `scopes`, `expiry`,
 //! `namespaces`, `edge_cases`, `bounded`, `invariants`, `concurrency`, `cache`, `cache_safety`,
-//! `model`), each with one test per case, so `cargo nextest run -E 'test(/invariants::/)'` runs
+//! `refresh`, `fetchers`, `model`), each with one test per case, so `cargo nextest run -E 'test(/invariants::/)'` runs
 //! one group. Each case runs on its own multi-threaded runtime with a time limit, and the harness
 //! cleans up even when it fails.
 //!
@@ -52,6 +52,7 @@ pub use crate::harness::{CASE_TIMEOUT, Harness, run, server_url};
 #[allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 pub mod cases {
     pub mod basic;
+    pub mod batch;
     pub mod bounded;
     pub mod cache;
     pub mod cache_safety;
@@ -59,9 +60,11 @@ pub mod cases {
     pub mod dependencies;
     pub mod edge_cases;
     pub mod expiry;
+    pub mod fetchers;
     pub mod invariants;
     pub mod model;
     pub mod namespaces;
+    pub mod refresh;
     pub mod scopes;
 }
 
@@ -92,6 +95,15 @@ macro_rules! conformance {
                 miss_token_fills_the_entry,
                 a_put_without_a_token_after_its_tag_was_invalidated_is_a_hit,
                 the_token_of_a_miss_after_expiry_or_delete_fills_the_entry,
+            ],
+            batch: [
+                get_many_answers_each_key_like_get_in_order,
+                get_many_miss_tokens_fill_through_put_many,
+                put_many_refuses_only_the_entries_whose_tags_were_invalidated,
+                put_many_checks_every_entry_first,
+                put_many_without_tokens_replaces_and_invalidation_removes,
+                fetch_many_keeps_the_fill_protocol,
+                batches_follow_logical_expiry_and_item_history,
             ],
             dependencies: [
                 invalidate_removes_every_dependent,
@@ -190,6 +202,24 @@ macro_rules! conformance {
                 fail_open_across_a_store_recovery_never_stores_a_stale_fill,
                 counters_count_calls_as_the_application_sees_them,
             ],
+            refresh: [
+                a_begin_fill_token_fills_like_a_miss,
+                a_begin_fill_token_is_rejected_after_an_invalidation_or_a_clear,
+                one_lease_holder_per_key_across_handles,
+                a_lease_runs_out,
+                last_modified_is_kept_across_an_identical_refresh,
+                a_refresh_racing_an_invalidation_is_not_stored,
+                one_refresher_across_two_caches,
+                fail_safe_serves_the_expired_value_after_an_error_never_an_invalidated_one,
+                fail_safe_ends_at_the_maximum_staleness,
+                soft_and_hard_timeouts,
+                old_envelopes_still_decode,
+            ],
+            fetchers: [
+                a_query_is_one_key_whatever_its_field_order,
+                keys_read_within_the_idle_window_are_refreshed_and_idle_ones_are_not,
+                proactive_refresh_is_bounded_and_its_task_stops,
+            ],
             model: [
                 random_operations_match_the_model,
             ],
@@ -228,6 +258,7 @@ mod tests {
         let macro_text = include_str!("lib.rs");
         let groups = [
             ("basic", include_str!("cases/basic.rs")),
+            ("batch", include_str!("cases/batch.rs")),
             ("bounded", include_str!("cases/bounded.rs")),
             ("cache", include_str!("cases/cache.rs")),
             ("cache_safety", include_str!("cases/cache_safety.rs")),
@@ -235,9 +266,11 @@ mod tests {
             ("dependencies", include_str!("cases/dependencies.rs")),
             ("edge_cases", include_str!("cases/edge_cases.rs")),
             ("expiry", include_str!("cases/expiry.rs")),
+            ("fetchers", include_str!("cases/fetchers.rs")),
             ("invariants", include_str!("cases/invariants.rs")),
             ("model", include_str!("cases/model.rs")),
             ("namespaces", include_str!("cases/namespaces.rs")),
+            ("refresh", include_str!("cases/refresh.rs")),
             ("scopes", include_str!("cases/scopes.rs")),
         ];
         let mut count = 0;

@@ -26,6 +26,7 @@
 
 mod envelope;
 mod exec;
+mod lease;
 mod op;
 mod reference;
 mod timing;
@@ -121,6 +122,10 @@ pub struct ModelReport {
     pub losses: u64,
     /// Reads that found an entry gone by expiry or metadata loss.
     pub expired_reads: u64,
+    /// Tokens handed out by `begin_fill` (kept for fills, like a miss's).
+    pub begin_fills: u64,
+    /// `begin_fill` calls refused because the key's lease was held.
+    pub leases_refused: u64,
     /// Stale reads found: always 0 when [`check`] returns.
     pub stale_reads: u64,
 }
@@ -141,6 +146,8 @@ impl ModelReport {
             removed: get(&stats.removed),
             losses: get(&stats.losses),
             expired_reads: get(&stats.expired_reads),
+            begin_fills: get(&stats.begin_fills),
+            leases_refused: get(&stats.leases_refused),
             stale_reads: 0,
         }
     }

@@ -52,6 +52,10 @@ impl Harness for MemoryHarness {
         true
     }
 
+    fn clock(&self) -> std::sync::Arc<dyn matroska_core::clock::Clock> {
+        std::sync::Arc::new(self.clock.clone())
+    }
+
     fn fan_out(&self) -> usize {
         50_000
     }

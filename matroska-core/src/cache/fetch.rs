@@ -14,20 +14,35 @@ use serde::de::DeserializeOwned;
 use tracing::Instrument as _;
 
 use super::flight::{self, Leader, Role, Shared};
+use super::policy::Policy;
 use super::stats::bump;
 use super::telemetry::Op;
 use super::{Cache, Fetched, Found, Loaded, Origin};
-use crate::codec::{Codec, open, seal};
+use crate::codec::{Codec, Meta, open_meta, restamp, seal, split};
 use crate::dep::entry_tags;
 use crate::error::{Error, Result};
 use crate::key::{IntoKey, Key};
-use crate::store::{FillToken, Store};
+use crate::store::{FillToken, Lookup, Store};
 
-/// What a call of `fetch` does after its read: return a value, or load (leading a flight, or
-/// alone).
+/// The last good value of a key, past its logical expiry: a fail-safe fallback, and the bytes a
+/// reload compares with (for `last_modified`).
+pub(super) struct Previous<T> {
+    pub(super) value: T,
+    pub(super) meta: Meta,
+    pub(super) bytes: Bytes,
+}
+
+/// A live entry past its refresh point: what a background refresh needs.
+pub(crate) struct Due {
+    pub(crate) meta: Meta,
+    pub(crate) bytes: Bytes,
+}
+
+/// What a call of `fetch` does after its read: return a value (with a refresh due, if the entry
+/// is past its refresh point), or load (leading a flight, or alone).
 enum Settled<'a, T> {
-    Done(Fetched<T>),
-    Load(Option<Leader<'a>>, Option<FillToken>),
+    Done(Fetched<T>, Option<Due>),
+    Load(Option<Leader<'a>>, Option<FillToken>, Option<Previous<T>>),
 }
 
 impl<S: Store, C: Codec> Cache<S, C> {
@@ -119,16 +134,38 @@ impl<S: Store, C: Codec> Cache<S, C> {
         E: Into<Box<dyn StdError + Send + Sync>>,
     {
         let key = key.into_key()?;
+        self.fetch_key(&key, loader).await.0
+    }
+
+    /// `fetch` of a checked key. Also returns the loader when it was not called and the entry is
+    /// past its refresh point, for [`Cache::fetch_eager`] to refresh it.
+    pub(super) async fn fetch_key<T, F, Fut, E>(
+        &self,
+        key: &Key,
+        loader: F,
+    ) -> (Result<Fetched<T>>, Option<(F, Due)>)
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = std::result::Result<Loaded<T>, E>>,
+        E: Into<Box<dyn StdError + Send + Sync>>,
+    {
         let span = tracing::debug_span!(
             "matroska.fetch",
             store = self.inner.store.name(),
             key = %key
         );
         let mut missed = false;
+        let mut unused = None;
         let fetched = async {
-            match self.settle(&key, &mut missed).await? {
-                Settled::Done(fetched) => Ok(fetched),
-                Settled::Load(leader, token) => self.load(&key, loader, leader, token).await,
+            match self.settle(key, &mut missed).await? {
+                Settled::Done(fetched, due) => {
+                    unused = due.map(|due| (loader, due));
+                    Ok(fetched)
+                }
+                Settled::Load(leader, token, previous) => {
+                    self.load(key, loader, leader, token, previous).await
+                }
             }
         }
         .instrument(span)
@@ -141,7 +178,7 @@ impl<S: Store, C: Codec> Cache<S, C> {
             Err(_) if missed => bump(&counters.misses),
             Err(_) => {}
         }
-        fetched
+        (fetched, unused)
     }
 
     /// Reads the store and, on a miss, settles this call's part in single flight: a value (from
@@ -163,28 +200,34 @@ impl<S: Store, C: Codec> Cache<S, C> {
                 bump(&counters.shares_refused);
             }
         };
+        // The last good value, when the read found it past its logical expiry (fail-safe).
+        let mut previous: Option<Previous<T>> = None;
         loop {
             let token = match self.lookup(key).await? {
-                Found::Value(value) => {
-                    return Ok(Settled::Done(Fetched {
-                        value,
-                        origin: Origin::Cache,
-                    }));
+                Found::Value(value, meta, bytes) => {
+                    let due = Policy::refresh_due(&meta, self.inner.policy.now_ms())
+                        .then_some(Due { meta, bytes });
+                    return Ok(Settled::Done(Fetched::new(value, Origin::Cache, meta), due));
+                }
+                Found::Expired(value, meta, bytes) => {
+                    let token = self.reload_token(key).await?;
+                    previous = Some(Previous { value, meta, bytes });
+                    token
                 }
                 Found::Miss(token) => token,
             };
             *missed = true;
             if alone {
-                return Ok(Settled::Load(None, token));
+                return Ok(Settled::Load(None, token, previous));
             }
             let seq = token.as_ref().map(FillToken::seq);
             let (outcome, may_share) = match self.inner.flights.join(key, seq) {
-                Role::Leader(leader) => return Ok(Settled::Load(Some(leader), token)),
+                Role::Leader(leader) => return Ok(Settled::Load(Some(leader), token, previous)),
                 Role::Alone { passed_by } => {
                     if passed_by {
                         refuse();
                     }
-                    return Ok(Settled::Load(None, token));
+                    return Ok(Settled::Load(None, token, previous));
                 }
                 Role::Waiter { outcome, may_share } => (outcome, may_share),
             };
@@ -195,13 +238,14 @@ impl<S: Store, C: Codec> Cache<S, C> {
                 Some(Ok(shared)) => {
                     if may_share
                         && shared.stored
-                        && let Ok(value) = open(&self.inner.codec, self.inner.schema, &shared.bytes)
+                        && let Ok((value, meta)) =
+                            open_meta(&self.inner.codec, self.inner.schema, &shared.bytes)
                     {
                         bump(&counters.coalesced);
-                        return Ok(Settled::Done(Fetched {
-                            value,
-                            origin: Origin::Shared,
-                        }));
+                        return Ok(Settled::Done(
+                            Fetched::new(value, Origin::Shared, meta),
+                            None,
+                        ));
                     }
                     // The load may predate an invalidation this call's miss saw, it was not
                     // stored (a dependency was invalidated during the load, or the store failed),
@@ -210,22 +254,99 @@ impl<S: Store, C: Codec> Cache<S, C> {
                     refuse();
                     alone = true;
                 }
-                // A failed load's error reaches every waiter (an error is not a stale value).
-                Some(Err(err)) => return Err(err),
+                // A failed load's error reaches every waiter (an error is not a stale value),
+                // unless a fail-safe fallback may stand in.
+                Some(Err(err)) => {
+                    return self
+                        .fall_back(err, previous)
+                        .map(|fetched| Settled::Done(fetched, None));
+                }
                 // The leader was cancelled or panicked: try again.
                 None => {}
             }
         }
     }
 
+    /// A fill token for reloading a value kept past its logical expiry: the store's
+    /// [`Store::begin_fill`]; from a store without it, the token of a miss after deleting the
+    /// kept value. `None`: do not store the reload (the store failed open).
+    pub(super) async fn reload_token(&self, key: &Key) -> Result<Option<FillToken>> {
+        let store = &self.inner.store;
+        match self.timed(Op::BeginFill, store.begin_fill(key, None)).await {
+            Ok(token) => Ok(token),
+            Err(Error::Unsupported { .. }) => {
+                let token = async {
+                    store.delete(key).await?;
+                    match store.get(key).await? {
+                        Lookup::Miss(token) => Ok(Some(token)),
+                        Lookup::Hit(_) => Ok(None),
+                    }
+                };
+                match token.await {
+                    Ok(token) => Ok(token),
+                    Err(err) => self.absorb(err, "get").map(|()| None),
+                }
+            }
+            Err(err) => self.absorb(err, "begin_fill").map(|()| None),
+        }
+    }
+
+    /// Fail-safe: the last good value instead of a failed or timed-out load's error, while it is
+    /// within the maximum staleness. Any other error, or no usable fallback: the error.
+    pub(super) fn fall_back<T>(
+        &self,
+        err: Error,
+        previous: Option<Previous<T>>,
+    ) -> Result<Fetched<T>> {
+        let fails_safe = matches!(err, Error::Loader(_) | Error::Timeout { .. });
+        match previous {
+            Some(previous) if fails_safe && self.inner.policy.fallback_usable(&previous.meta) => {
+                bump(&self.inner.counters.stale_served);
+                tracing::warn!(error = %err, "load failed; serving the last good value (fail-safe)");
+                Ok(Fetched::new(previous.value, Origin::Stale, previous.meta))
+            }
+            _ => Err(err),
+        }
+    }
+
+    /// Runs the loader within the time limit that applies, catching a panic.
+    pub(super) async fn run_loader<T, F, Fut, E>(
+        &self,
+        loader: F,
+        has_fallback: bool,
+    ) -> std::result::Result<Result<Loaded<T>>, Box<dyn std::any::Any + Send>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = std::result::Result<Loaded<T>, E>>,
+        E: Into<Box<dyn StdError + Send + Sync>>,
+    {
+        bump(&self.inner.counters.loads);
+        let run = AssertUnwindSafe(loader()).catch_unwind();
+        let outcome = match self.inner.policy.load_limit(has_fallback) {
+            Some(limit) => match tokio::time::timeout(limit, run).await {
+                Ok(outcome) => outcome,
+                Err(_) => {
+                    return Ok(Err(Error::Timeout {
+                        operation: "load",
+                        after: limit,
+                    }));
+                }
+            },
+            None => run.await,
+        };
+        outcome.map(|loaded| loaded.map_err(|err| Error::Loader(Arc::from(err.into()))))
+    }
+
     /// Runs the loader, stores its value when the token allows, and publishes the outcome to the
-    /// callers waiting on this load (if it leads a flight).
+    /// callers waiting on this load (if it leads a flight). A failed or timed-out load falls
+    /// back on `previous` under fail-safe.
     async fn load<T, F, Fut, E>(
         &self,
         key: &Key,
         loader: F,
         leader: Option<Leader<'_>>,
         token: Option<FillToken>,
+        previous: Option<Previous<T>>,
     ) -> Result<Fetched<T>>
     where
         T: Serialize,
@@ -238,26 +359,25 @@ impl<S: Store, C: Codec> Cache<S, C> {
                 leader.finish(outcome);
             }
         };
-        bump(&self.inner.counters.loads);
-        let loaded = match AssertUnwindSafe(loader()).catch_unwind().await {
+        let has_fallback = previous
+            .as_ref()
+            .is_some_and(|p| self.inner.policy.fallback_usable(&p.meta));
+        let loaded = match self.run_loader(loader, has_fallback).await {
             Ok(Ok(loaded)) => loaded,
             Ok(Err(err)) => {
-                let err = Error::Loader(Arc::from(err.into()));
                 publish(leader, Err(err.clone()));
-                return Err(err);
+                return self.fall_back(err, previous);
             }
             Err(panic) => {
                 publish(leader, Err(Error::LoaderPanicked));
                 std::panic::resume_unwind(panic);
             }
         };
-        match self.fill(key, &loaded, token.as_ref()).await {
-            Ok((bytes, stored)) => {
+        let before = previous.as_ref().map(|p| &p.bytes);
+        match self.fill(key, &loaded, token.as_ref(), before).await {
+            Ok((bytes, stored, meta)) => {
                 publish(leader, Ok(Shared { bytes, stored }));
-                Ok(Fetched {
-                    value: loaded.value,
-                    origin: Origin::Loaded { stored },
-                })
+                Ok(Fetched::new(loaded.value, Origin::Loaded { stored }, meta))
             }
             Err(err) => {
                 publish(leader, Err(err.clone()));
@@ -266,29 +386,44 @@ impl<S: Store, C: Codec> Cache<S, C> {
         }
     }
 
-    /// Encodes and validates a loaded value, and stores it when a token allows. Returns the
-    /// encoded bytes for the waiting callers, and whether the value was stored.
-    async fn fill<T: Serialize>(
+    /// Encodes and validates a loaded value, stamps its times (`last_modified` kept when the
+    /// encoded value is byte-identical to `before`'s), and stores it when a token allows.
+    /// Returns the envelope for the waiting callers, whether it was stored, and its times.
+    pub(super) async fn fill<T: Serialize>(
         &self,
         key: &Key,
         loaded: &Loaded<T>,
         token: Option<&FillToken>,
-    ) -> Result<(Bytes, bool)> {
-        let bytes = seal(&self.inner.codec, self.inner.schema, &loaded.value)?;
+        before: Option<&Bytes>,
+    ) -> Result<(Bytes, bool, Meta)> {
+        let inner = &self.inner;
+        let mut bytes = Vec::from(seal(
+            &inner.codec,
+            inner.schema,
+            Meta::default(),
+            &loaded.value,
+        )?);
         let tags = entry_tags(&loaded.deps)?;
-        let ttl = loaded.ttl.or(self.inner.default_ttl);
+        let ttl = loaded.ttl.or(inner.default_ttl);
+        crate::store::check_ttl(ttl)?;
+        let modified = before.and_then(|before| {
+            let (meta, payload) = split::<C>(inner.schema, before).ok()?;
+            let (_, mine) = split::<C>(inner.schema, &bytes).ok()?;
+            (payload == mine).then_some(meta.last_modified_ms)
+        });
+        let (meta, ttl) = inner.policy.stamp(key, ttl, loaded.refresh_after, modified);
+        restamp(&mut bytes, meta);
+        let bytes = Bytes::from(bytes);
         self.check_value(&bytes, ttl)?;
         // No token, no store: nothing orders this load against the invalidations that ran
         // since the read failed open.
         let Some(token) = token else {
-            return Ok((bytes, false));
+            return Ok((bytes, false, meta));
         };
         let stored = match self
             .timed(
                 Op::Put,
-                self.inner
-                    .store
-                    .put(key, bytes.clone(), &tags, ttl, Some(token)),
+                inner.store.put(key, bytes.clone(), &tags, ttl, Some(token)),
             )
             .await
         {
@@ -302,6 +437,6 @@ impl<S: Store, C: Codec> Cache<S, C> {
                 false
             }
         };
-        Ok((bytes, stored))
+        Ok((bytes, stored, meta))
     }
 }

@@ -27,6 +27,7 @@ pub struct Loaded<T> {
     pub(crate) value: T,
     pub(crate) deps: Vec<Dep>,
     pub(crate) ttl: Option<Duration>,
+    pub(crate) refresh_after: Option<Duration>,
 }
 
 impl<T> Loaded<T> {
@@ -43,6 +44,7 @@ impl<T> Loaded<T> {
             value,
             deps: Vec::new(),
             ttl: None,
+            refresh_after: None,
         }
     }
 
@@ -86,6 +88,27 @@ impl<T> Loaded<T> {
     /// ```
     pub fn ttl(mut self, ttl: Duration) -> Self {
         self.ttl = Some(ttl);
+        self
+    }
+
+    /// Sets this entry's refresh point: `after` the load (instead of the cache's
+    /// [`refresh_ahead`](crate::CacheBuilder::refresh_ahead) default). A read past it through
+    /// [`Cache::fetch_eager`](crate::Cache::fetch_eager) returns the cached value and starts one
+    /// background refresh. A point at or past the entry's time to live is ignored (the entry
+    /// expires first).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let loaded = matroska_core::Loaded::new(1)
+    ///     .ttl(Duration::from_secs(60))
+    ///     .refresh_after(Duration::from_secs(45));
+    /// # let _ = loaded;
+    /// ```
+    pub fn refresh_after(mut self, after: Duration) -> Self {
+        self.refresh_after = Some(after);
         self
     }
 

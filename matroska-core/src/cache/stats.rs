@@ -69,6 +69,18 @@ pub struct CacheStats {
     pub decode_errors: u64,
     /// Failed store operations, including those absorbed by fail-open mode.
     pub store_errors: u64,
+    /// Background refreshes whose loader ran ([`Cache::fetch_eager`](crate::Cache::fetch_eager)
+    /// past an entry's refresh point, with this process holding the key's refresh lease). Each
+    /// is also counted in `loads`, and its fill in `fills` or `fills_rejected`.
+    pub refreshes: u64,
+    /// Background refreshes whose loader failed or timed out (the entry stays as it was).
+    pub refreshes_failed: u64,
+    /// Refreshes not started because another caller (this process or another one sharing the
+    /// store) held the key's refresh lease.
+    pub refreshes_skipped: u64,
+    /// Fail-safe: calls that returned the last good, time-expired value because the load failed
+    /// or ran past its timeout ([`Origin::Stale`](crate::Origin::Stale)). Each is also a miss.
+    pub stale_served: u64,
 }
 
 impl CacheStats {
@@ -141,6 +153,10 @@ counters!(
     entries_invalidated => "matroska_cache_entries_invalidated_total";
     decode_errors => "matroska_cache_decode_errors_total";
     store_errors => "matroska_cache_store_errors_total";
+    refreshes => "matroska_cache_refreshes_total";
+    refreshes_failed => "matroska_cache_refreshes_failed_total";
+    refreshes_skipped => "matroska_cache_refreshes_skipped_total";
+    stale_served => "matroska_cache_stale_served_total";
 );
 
 pub(super) fn bump(counter: &Counter) {

@@ -16,11 +16,14 @@ pub(super) enum Op {
     Invalidate,
     Ttl,
     Clear,
+    GetMany,
+    PutMany,
+    BeginFill,
 }
 
 impl Op {
     #[cfg(feature = "metrics")]
-    const ALL: [Self; 7] = [
+    const ALL: [Self; 10] = [
         Self::Get,
         Self::Put,
         Self::Delete,
@@ -28,6 +31,9 @@ impl Op {
         Self::Invalidate,
         Self::Ttl,
         Self::Clear,
+        Self::GetMany,
+        Self::PutMany,
+        Self::BeginFill,
     ];
 
     #[cfg(feature = "metrics")]
@@ -40,6 +46,9 @@ impl Op {
             Self::Invalidate => "invalidate",
             Self::Ttl => "ttl",
             Self::Clear => "clear",
+            Self::GetMany => "get_many",
+            Self::PutMany => "put_many",
+            Self::BeginFill => "begin_fill",
         }
     }
 }
@@ -168,6 +177,22 @@ pub(super) fn describe() {
         (
             "matroska_cache_store_errors_total",
             "Failed store operations, including those absorbed by fail-open mode",
+        ),
+        (
+            "matroska_cache_refreshes_total",
+            "Background refreshes whose loader ran (refresh ahead)",
+        ),
+        (
+            "matroska_cache_refreshes_failed_total",
+            "Background refreshes whose loader failed or timed out",
+        ),
+        (
+            "matroska_cache_refreshes_skipped_total",
+            "Refreshes not started: another caller held the key's refresh lease",
+        ),
+        (
+            "matroska_cache_stale_served_total",
+            "Fail-safe: reads answered with the last good, time-expired value after a failed or timed-out load",
         ),
     ];
     for (name, help) in counters {

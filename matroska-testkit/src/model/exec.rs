@@ -9,10 +9,13 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::envelope::Envelope;
+use super::lease::Leases;
 use super::op::{KEYS, Life, Op, PADDING_TAGS, STEPS, TAGS};
 use super::reference::{FillRule, Model, Span, Token, Tri};
 use super::timing::Timing;
 use crate::Harness;
+
+mod batch;
 
 /// How many fill tokens and held loads a case keeps at most.
 const KEEP: usize = 6;
@@ -33,9 +36,11 @@ pub(crate) struct Stats {
     pub(crate) removed: AtomicU64,
     pub(crate) losses: AtomicU64,
     pub(crate) expired_reads: AtomicU64,
+    pub(crate) begin_fills: AtomicU64,
+    pub(crate) leases_refused: AtomicU64,
 }
 
-fn bump(counter: &AtomicU64) {
+pub(crate) fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 
@@ -48,7 +53,7 @@ struct Load {
     task: JoinHandle<matroska_core::Result<Fetched<u64>>>,
 }
 
-fn key_of(k: u8) -> Key {
+pub(crate) fn key_of(k: u8) -> Key {
     crate::support::key(&format!("model:k{k}"))
 }
 
@@ -66,15 +71,16 @@ fn tags_of(tags: u8) -> Vec<Tag> {
 /// One case: two handles on a fresh namespace, the model, kept tokens and held loads.
 pub(crate) struct Case<'h, H: Harness> {
     h: &'h H,
-    stores: [H::Store; 2],
+    pub(crate) stores: [H::Store; 2],
     caches: [Cache<H::Store>; 2],
     model: Model,
-    timing: Timing,
+    pub(crate) timing: Timing,
     tokens: Vec<Token>,
     loads: Vec<Load>,
     envelope: Envelope,
-    stats: &'h Stats,
-    step: usize,
+    pub(crate) stats: &'h Stats,
+    pub(crate) step: usize,
+    pub(crate) leases: Leases,
 }
 
 impl<'h, H: Harness> Case<'h, H> {
@@ -98,6 +104,7 @@ impl<'h, H: Harness> Case<'h, H> {
             envelope: Envelope::new(),
             stats,
             step: 0,
+            leases: Leases::default(),
         }
     }
 
@@ -131,7 +138,7 @@ impl<'h, H: Harness> Case<'h, H> {
         outcome
     }
 
-    fn span(&self, lo: Duration) -> Span {
+    pub(crate) fn span(&self, lo: Duration) -> Span {
         Span {
             lo,
             hi: self.timing.now(),
@@ -165,6 +172,7 @@ impl<'h, H: Harness> Case<'h, H> {
                     .await
                     .map_err(|e| format!("clear failed: {e}"))?;
                 self.model.clear(self.step);
+                self.leases.forget();
                 Ok(())
             }
             Op::Advance { step } => {
@@ -192,8 +200,10 @@ impl<'h, H: Harness> Case<'h, H> {
                 }
                 Ok(())
             }
+            Op::BeginFill { on, key, lease } => self.begin_fill(on, key, lease).await,
             Op::LoseState => {
                 if self.h.lose_state(&self.stores[0]).await {
+                    self.leases.forget();
                     self.model.lose(self.step);
                     bump(&self.stats.losses);
                 }
@@ -203,6 +213,19 @@ impl<'h, H: Harness> Case<'h, H> {
                 self.h.housekeep(&self.stores[0]).await;
                 Ok(())
             }
+            Op::GetMany { on, keys } => self.get_many(on, keys).await,
+            Op::PutMany {
+                on,
+                keys,
+                tags,
+                life,
+            } => self.put_many(on, keys, tags, life).await,
+            Op::FillMany {
+                on,
+                tokens,
+                tags,
+                life,
+            } => self.fill_many(on, tokens, tags, life).await,
         }
     }
 
@@ -267,10 +290,7 @@ impl<'h, H: Harness> Case<'h, H> {
             }
             Lookup::Miss(token) => {
                 self.check_read(key, None, span)?;
-                if self.tokens.len() == KEEP {
-                    self.tokens.remove(0);
-                }
-                self.tokens.push(Token {
+                self.keep_token(Token {
                     key,
                     fill: token,
                     at: self.step,
@@ -279,6 +299,14 @@ impl<'h, H: Harness> Case<'h, H> {
                 Ok(())
             }
         }
+    }
+
+    /// Keeps a fill token for a later [`Op::Fill`] (the oldest goes when `KEEP` are kept).
+    pub(crate) fn keep_token(&mut self, token: Token) {
+        if self.tokens.len() == KEEP {
+            self.tokens.remove(0);
+        }
+        self.tokens.push(token);
     }
 
     async fn exists(&mut self, on: u8, key: u8) -> Result<(), String> {

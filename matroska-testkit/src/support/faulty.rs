@@ -35,6 +35,8 @@ pub enum Op {
     Clear,
     /// [`Store::exists`].
     Exists,
+    /// [`Store::begin_fill`].
+    BeginFill,
 }
 
 /// Where a [`Gate`] holds a call: before it reaches the store, or after the store answered and
@@ -399,6 +401,11 @@ impl<S: Store> Store for Faulty<S> {
 
     async fn exists(&self, key: &Key) -> Result<bool> {
         self.run(Op::Exists, self.inner.exists(key)).await
+    }
+
+    async fn begin_fill(&self, key: &Key, lease: Option<Duration>) -> Result<Option<FillToken>> {
+        self.run(Op::BeginFill, self.inner.begin_fill(key, lease))
+            .await
     }
 
     fn max_value_len(&self) -> usize {
