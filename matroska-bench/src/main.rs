@@ -12,6 +12,7 @@
 // Printing the results is this binary's whole job.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod batch;
 mod harness;
 mod memory;
 mod postgres;
@@ -145,7 +146,7 @@ fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Option<Options
             }
             "--op" => {
                 let op = value()?;
-                if ![memory::OPS, postgres::OPS, redis::OPS]
+                if ![memory::OPS, postgres::OPS, redis::OPS, batch::OPS]
                     .iter()
                     .any(|ops| ops.contains(&op.as_str()))
                 {
@@ -196,14 +197,19 @@ fn run(options: &Options) -> Result<Vec<Row>> {
         let mut rows = Vec::new();
         for store in &options.stores {
             match store {
-                StoreKind::Memory => rows.extend(memory::run(plan).await?),
+                StoreKind::Memory => {
+                    rows.extend(memory::run(plan).await?);
+                    rows.extend(batch::memory(plan).await?);
+                }
                 StoreKind::Postgres => {
                     let url = options.postgres_url.as_deref().unwrap_or_default();
                     rows.extend(postgres::run(plan, url).await?);
+                    rows.extend(batch::postgres(plan, url).await?);
                 }
                 StoreKind::Redis => {
                     let url = options.redis_url.as_deref().unwrap_or_default();
                     rows.extend(redis::run(plan, url).await?);
+                    rows.extend(batch::redis(plan, url).await?);
                 }
             }
         }

@@ -1,5 +1,6 @@
 //! [`Cache`]: the typed front end over any [`Store`].
 
+mod batch;
 mod builder;
 mod fetch;
 mod fetched;

@@ -79,7 +79,7 @@
 //!   | `matroska_cache_refreshes_failed_total` | counter | | `refreshes_failed` |
 //!   | `matroska_cache_refreshes_skipped_total` | counter | | `refreshes_skipped` |
 //!   | `matroska_cache_stale_served_total` | counter | | `stale_served` |
-//!   | `matroska_store_operation_duration_seconds` | histogram | `operation`: `get`, `put`, `delete`, `exists`, `invalidate`, `ttl`, `clear`, `begin_fill`; `outcome`: `ok`, `error` | one sample per store call the cache makes |
+//!   | `matroska_store_operation_duration_seconds` | histogram | `operation`: `get`, `put`, `delete`, `exists`, `invalidate`, `ttl`, `clear`, `get_many`, `put_many`, `begin_fill`; `outcome`: `ok`, `error` | one sample per store call the cache makes |
 //!
 //!   The counters count exactly what [`CacheStats`] counts (a test compares the two after a run
 //!   that moves every counter); the stores themselves need no feature.

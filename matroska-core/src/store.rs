@@ -424,6 +424,141 @@ pub trait Store: fmt::Debug + Send + Sync + 'static {
     fn max_value_len(&self) -> usize {
         usize::MAX
     }
+
+    /// Looks several keys up, in one round trip where the store can; the answers are in the
+    /// order of `keys`.
+    ///
+    /// Contract: each answer is what [`Store::get`] of its key would have answered at some
+    /// moment during the call (a hit with exactly the stored bytes, or a miss with a token that
+    /// makes a later put of that key race-safe) \[`batch::get_many_*`\]. The default calls
+    /// `get` for each key in turn.
+    async fn get_many(&self, keys: &[Key]) -> Result<Vec<Lookup>> {
+        let mut found = Vec::with_capacity(keys.len());
+        for key in keys {
+            found.push(self.get(key).await?);
+        }
+        Ok(found)
+    }
+
+    /// Stores several entries, in one round trip where the store can; the outcomes are in the
+    /// order of `entries`.
+    ///
+    /// Contract: every entry is checked first (TTL, tag count, value size): one bad entry is an
+    /// error before anything is written \[`batch::put_many_checks_every_entry_first`\]. Then each
+    /// entry is stored or refused exactly as [`Store::put`] with its own key, tags, TTL and
+    /// token would be (a stale token refuses that entry only) \[`batch::put_many_*`\]; the batch
+    /// is not one transaction: an error part-way may leave the entries before it stored. The
+    /// default calls `put` for each entry in turn.
+    async fn put_many(&self, entries: &[PutEntry<'_>]) -> Result<Vec<PutOutcome>> {
+        check_entries(entries, self.max_value_len())?;
+        let mut outcomes = Vec::with_capacity(entries.len());
+        for entry in entries {
+            outcomes.push(
+                self.put(
+                    entry.key,
+                    entry.value.clone(),
+                    entry.tags,
+                    entry.ttl,
+                    entry.token,
+                )
+                .await?,
+            );
+        }
+        Ok(outcomes)
+    }
+}
+
+/// One entry of a [`Store::put_many`]: what [`Store::put`] takes, for one key.
+///
+/// # Examples
+///
+/// ```
+/// use matroska_core::store::{PutEntry, PutOutcome, Store};
+/// use matroska_core::{Bytes, Key, MemoryStore};
+///
+/// # futures::executor::block_on(async {
+/// let store = MemoryStore::new();
+/// let (a, b) = (Key::new("a")?, Key::new("b")?);
+/// let entries = [
+///     PutEntry::new(&a, Bytes::from_static(b"1")),
+///     PutEntry::new(&b, Bytes::from_static(b"2")),
+/// ];
+/// assert_eq!(store.put_many(&entries).await?, [PutOutcome::Stored, PutOutcome::Stored]);
+/// assert_eq!(store.get_many(&[a, b]).await?.len(), 2);
+/// # Ok::<(), matroska_core::Error>(()) });
+/// ```
+#[derive(Debug, Clone)]
+pub struct PutEntry<'a> {
+    /// The key.
+    pub key: &'a Key,
+    /// The encoded value.
+    pub value: Bytes,
+    /// The entry's tags.
+    pub tags: &'a [Tag],
+    /// Its time to live (`None`: no expiry).
+    pub ttl: Option<Duration>,
+    /// The fill token of the miss this value answers (`None`: stored unconditionally).
+    pub token: Option<&'a FillToken>,
+}
+
+impl<'a> PutEntry<'a> {
+    /// An entry without tags, TTL or token.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use matroska_core::{Bytes, Key, store::PutEntry};
+    ///
+    /// let key = Key::new("k")?;
+    /// let entry = PutEntry::new(&key, Bytes::new());
+    /// assert!(entry.tags.is_empty() && entry.ttl.is_none() && entry.token.is_none());
+    /// # Ok::<(), matroska_core::Error>(())
+    /// ```
+    pub fn new(key: &'a Key, value: Bytes) -> Self {
+        Self {
+            key,
+            value,
+            tags: &[],
+            ttl: None,
+            token: None,
+        }
+    }
+}
+
+/// Checks every entry of a batch put before anything is written: TTL, tag count and value size
+/// (against `max_value_len`).
+///
+/// # Errors
+///
+/// [`Error::InvalidTtl`], [`Error::TooManyTags`] or [`Error::ValueTooLarge`] for the first bad
+/// entry.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use matroska_core::{Bytes, Key, store::{PutEntry, check_entries}};
+///
+/// let key = Key::new("k")?;
+/// let mut entry = PutEntry::new(&key, Bytes::from_static(b"four"));
+/// assert!(check_entries(std::slice::from_ref(&entry), 4).is_ok());
+/// assert!(check_entries(std::slice::from_ref(&entry), 3).is_err());
+/// entry.ttl = Some(Duration::ZERO);
+/// assert!(check_entries(&[entry], 4).is_err());
+/// # Ok::<(), matroska_core::Error>(())
+/// ```
+pub fn check_entries(entries: &[PutEntry<'_>], max_value_len: usize) -> Result<()> {
+    for entry in entries {
+        check_ttl(entry.ttl)?;
+        check_tags(entry.tags)?;
+        if entry.value.len() > max_value_len {
+            return Err(Error::ValueTooLarge {
+                size: entry.value.len(),
+                limit: max_value_len,
+            });
+        }
+    }
+    Ok(())
 }
 
 macro_rules! forward_store {
@@ -470,6 +605,12 @@ macro_rules! forward_store {
             }
             fn max_value_len(&self) -> usize {
                 (**self).max_value_len()
+            }
+            async fn get_many(&self, keys: &[Key]) -> Result<Vec<Lookup>> {
+                (**self).get_many(keys).await
+            }
+            async fn put_many(&self, entries: &[PutEntry<'_>]) -> Result<Vec<PutOutcome>> {
+                (**self).put_many(entries).await
             }
         }
     )*};

@@ -38,6 +38,10 @@ use sha2::{Digest, Sha256};
 use crate::error::{Error, Result};
 use crate::value::Value;
 
+mod decode;
+
+pub use self::decode::Decoded;
+
 /// The canonical string of a [`Dep`](crate::Dep): the only thing stores index.
 ///
 /// Get one from [`Dep::to_tag`](crate::Dep::to_tag); [`Tag::parse`] accepts a tag that arrived as
@@ -184,6 +188,20 @@ impl AsRef<str> for Tag {
 /// Characters that must be escaped inside names and text values.
 const RESERVED: &[char] = &['%', ':', '&', '=', ',', '(', ')', '#', '\0'];
 
+/// A name or text value as tags write it: each of `% : & = , ( ) #` and NUL as `%XX`, every
+/// other character as itself (for code that builds tags elsewhere, such as SQL generators).
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(matroska_core::tag::escape("a:b(1)"), "a%3Ab%281%29");
+/// ```
+pub fn escape(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    push_escaped(&mut out, name);
+    out
+}
+
 /// Appends `name` with the reserved characters escaped.
 pub(crate) fn push_escaped(out: &mut String, name: &str) {
     for c in name.chars() {
@@ -229,98 +247,18 @@ pub(crate) mod tests {
     use super::*;
     use crate::dep::Dep;
 
-    /// Parses an unhashed tag back into the dependency it encodes: the proof of injectivity (a
-    /// function with a left inverse is injective).
+    /// Parses an unhashed tag back into the dependency it encodes, through the public
+    /// [`Tag::decode`]: the proof of injectivity (a function with a left inverse is injective).
     pub(crate) fn decode(tag: &str) -> Dep {
-        let (prefix, rest) = tag.split_at(2);
-        match prefix {
-            "i:" => {
-                let (kind, value) = rest.split_once(':').expect("id has a kind");
-                let mut p = Parser(value);
-                let id = p.value();
-                assert!(p.0.is_empty(), "trailing input in {tag}");
-                Dep::id(unescape(kind), id)
-            }
-            "g:" => Dep::tag(unescape(rest)),
-            "k:" => Dep::any_of_kind(unescape(rest)),
-            "a:" => Dep::kind(unescape(rest)),
-            "s:" => {
-                let (kind, fields) = rest.split_once(':').expect("scope has a kind");
-                let fields = if fields.is_empty() {
-                    Vec::new()
-                } else {
-                    fields
-                        .split('&')
-                        .map(|field| {
-                            let (name, value) = field.split_once('=').expect("field has =");
-                            let mut p = Parser(value);
-                            let v = p.value();
-                            assert!(p.0.is_empty(), "trailing input in {tag}");
-                            (unescape(name), v)
-                        })
-                        .collect()
-                };
-                Dep::scope(unescape(kind), fields)
-            }
-            other => panic!("unknown prefix {other}"),
-        }
-    }
-
-    fn unescape(text: &str) -> String {
-        let mut out = Vec::new();
-        let bytes = text.as_bytes();
-        let mut i = 0;
-        while i < bytes.len() {
-            if bytes[i] == b'%' {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap();
-                out.push(u8::from_str_radix(hex, 16).unwrap());
-                i += 3;
-            } else {
-                assert!(!RESERVED.contains(&(bytes[i] as char)), "unescaped {text}");
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-        String::from_utf8(out).unwrap()
-    }
-
-    struct Parser<'a>(&'a str);
-
-    impl Parser<'_> {
-        fn take_until_delim(&mut self) -> &str {
-            let end = self.0.find([',', ')', '&']).unwrap_or(self.0.len());
-            let (head, tail) = self.0.split_at(end);
-            self.0 = tail;
-            head
-        }
-
-        fn value(&mut self) -> Value {
-            if let Some(rest) = self.0.strip_prefix('(') {
-                self.0 = rest;
-                let mut items = Vec::new();
-                if let Some(rest) = self.0.strip_prefix(')') {
-                    self.0 = rest;
-                    return Value::Tuple(items);
-                }
-                loop {
-                    items.push(self.value());
-                    if let Some(rest) = self.0.strip_prefix(',') {
-                        self.0 = rest;
-                    } else {
-                        self.0 = self.0.strip_prefix(')').expect("tuple closes");
-                        return Value::Tuple(items);
-                    }
-                }
-            }
-            let atom = self.take_until_delim();
-            match atom {
-                "~" => Value::Null,
-                "true" => Value::Bool(true),
-                "false" => Value::Bool(false),
-                _ if atom.starts_with('\'') => Value::Text(unescape(&atom[1..])),
-                _ if atom.starts_with('@') => Value::Timestamp(atom[1..].parse().unwrap()),
-                _ => Value::Int(atom.parse().unwrap_or_else(|_| panic!("bad atom {atom}"))),
-            }
+        let decoded = Tag::parse(tag)
+            .and_then(|t| t.decode())
+            .unwrap_or_else(|e| panic!("{e}"));
+        match decoded {
+            Decoded::Id { kind, id } => Dep::id(kind, id),
+            Decoded::Free { name } => Dep::tag(name),
+            Decoded::AnyOfKind { kind } => Dep::any_of_kind(kind),
+            Decoded::Kind { kind } => Dep::kind(kind),
+            Decoded::Scope { kind, fields } => Dep::scope(kind, fields),
         }
     }
 
@@ -329,7 +267,13 @@ pub(crate) mod tests {
         let mut out = String::new();
         push_escaped(&mut out, "a%b:c&d=e,f(g)h#i\0j");
         assert_eq!(out, "a%25b%3Ac%26d%3De%2Cf%28g%29h%23i%00j");
-        assert_eq!(unescape(&out), "a%b:c&d=e,f(g)h#i\0j");
+        let tag = Tag::parse(&format!("g:{out}")).unwrap();
+        assert_eq!(
+            tag.decode().unwrap(),
+            Decoded::Free {
+                name: "a%b:c&d=e,f(g)h#i\0j".to_owned()
+            }
+        );
     }
 
     #[test]

@@ -22,6 +22,9 @@ fn bin() -> Command {
     command
         .env_remove("MATROSKA_PG_URL")
         .env_remove("DATABASE_URL");
+    for var in ["PGHOST", "PGPORT", "PGUSER", "PGPASSWORD", "PGDATABASE"] {
+        command.env_remove(var);
+    }
     command
 }
 
@@ -83,7 +86,15 @@ fn stderr(output: &Output) -> String {
 fn help_and_usage_errors_need_no_server() {
     let help = run(&["--help"], None);
     assert!(help.status.success());
-    for command in ["install", "uninstall", "list", "listen", "cleanup", "stats"] {
+    for command in [
+        "install",
+        "uninstall",
+        "list",
+        "listen",
+        "migrate",
+        "cleanup",
+        "stats",
+    ] {
         assert!(stdout(&help).contains(command), "{}", stdout(&help));
     }
     let install_help = run(&["install", "--help"], None);
@@ -201,7 +212,8 @@ async fn install_list_listen_stats_cleanup_uninstall() {
         .await
         .unwrap();
     let event = lines.next("the insert's tags");
-    assert!(event.starts_with("tags (from pid"), "{event}");
+    assert!(event.starts_with("insert "), "{event}");
+    assert!(event.contains("\"Articles\" (from pid"), "{event}");
     assert!(
         event.contains("i:article:5") && event.contains("s:article:category='news&published=true"),
         "{event}"

@@ -98,6 +98,9 @@ pub struct PgStoreConfig {
     pub persistence: Persistence,
     /// The most connections the pool opens (default 16).
     pub pool_size: usize,
+    /// The fewest connections the pool keeps open, warm, even when idle (FastPgCache's
+    /// `minconn`; default 0): see [`min_connections`](Self::min_connections).
+    pub min_connections: usize,
     /// How long an operation waits for a free connection when all are busy before it fails with
     /// a transient error (default 5 s). Requests queue; they never fail at once.
     pub pool_wait_timeout: Duration,
@@ -142,6 +145,7 @@ impl fmt::Debug for PgStoreConfig {
             .field("schema", &self.schema)
             .field("persistence", &self.persistence)
             .field("pool_size", &self.pool_size)
+            .field("min_connections", &self.min_connections)
             .field("pool_wait_timeout", &self.pool_wait_timeout)
             .field("connect_timeout", &self.connect_timeout)
             .field("statement_timeout", &self.statement_timeout)
@@ -176,6 +180,7 @@ impl PgStoreConfig {
             schema: DEFAULT_SCHEMA.to_owned(),
             persistence: Persistence::Unlogged,
             pool_size: 16,
+            min_connections: 0,
             pool_wait_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(5),
             statement_timeout: Some(Duration::from_secs(30)),
@@ -194,7 +199,9 @@ impl PgStoreConfig {
     }
 
     /// Parses a connection URL or key-value string (`postgres://user@host:5432/db`,
-    /// `host=... user=...`).
+    /// `host=... user=...`). `sslmode` and `sslrootcert` are read as libpq reads them (see the
+    /// [`tls`](crate::tls) module): with the feature `rustls`, a string that names an `sslmode`
+    /// other than `disable` connects through rustls; without a `sslmode`, no TLS is used.
     ///
     /// # Errors
     ///
@@ -209,9 +216,18 @@ impl PgStoreConfig {
     /// # Ok::<(), matroska_core::Error>(())
     /// ```
     pub fn from_url(url: &str) -> Result<Self> {
-        url.parse::<tokio_postgres::Config>()
-            .map(Self::new)
-            .map_err(|e| Error::Config(format!("invalid PostgreSQL connection string: {e}")))
+        let (rest, tls) = crate::tls::TlsOptions::split(url)?;
+        let mut pg = rest
+            .parse::<tokio_postgres::Config>()
+            .map_err(|e| Error::Config(format!("invalid PostgreSQL connection string: {e}")))?;
+        if tls.mode_given {
+            pg.ssl_mode(tls.mode.driver_mode());
+        }
+        let mut config = Self::new(pg);
+        if tls.mode_given && tls.wants_tls() {
+            config.connector = crate::tls::connector_for(&tls)?;
+        }
+        Ok(config)
     }
 
     /// Like [`from_url`](Self::from_url), but a parse error is reported by
@@ -268,6 +284,24 @@ impl PgStoreConfig {
     #[must_use]
     pub fn pool_size(mut self, size: usize) -> Self {
         self.pool_size = size;
+        self
+    }
+
+    /// Keeps at least `count` connections open (FastPgCache's `minconn`; at most
+    /// [`pool_size`](Self::pool_size)), so that the first requests after a quiet period do not
+    /// pay for opening connections. A store built inside a Tokio runtime opens them in the
+    /// background at once and tops them up every 10 s (connections closed for their age, or
+    /// lost, are replaced); [`PgStore::warm_up`] does it on demand.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let c = matroska_postgres::PgStore::builder("postgres://localhost/db").min_connections(2);
+    /// assert_eq!(c.min_connections, 2);
+    /// ```
+    #[must_use]
+    pub fn min_connections(mut self, count: usize) -> Self {
+        self.min_connections = count;
         self
     }
 
@@ -475,6 +509,12 @@ impl PgStoreConfig {
         let schema = SchemaName::new(self.schema.clone())?;
         if self.pool_size == 0 {
             return Err(Error::Config("pool_size must be at least 1".to_owned()));
+        }
+        if self.min_connections > self.pool_size {
+            return Err(Error::Config(format!(
+                "min_connections ({}) must be at most pool_size ({})",
+                self.min_connections, self.pool_size
+            )));
         }
         if self.fill_window < Duration::from_millis(1) {
             return Err(Error::Config(

@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod batch;
 pub mod cleanup;
 pub mod config;
 mod connect;
@@ -10,7 +11,9 @@ mod pool;
 pub mod schema;
 mod sql;
 mod store;
+pub mod tls;
 mod token;
+mod warm;
 
 pub use crate::cleanup::{CleanupReport, CleanupTask};
 pub use crate::config::{DEFAULT_SCHEMA, Persistence, PgStoreConfig};
@@ -28,4 +31,5 @@ pub mod __private {
     pub use crate::connect::{ConnectFuture, Connector, Dispatch, Driver, Tls};
     pub use crate::credentials::{CredentialCache, CredentialError};
     pub use crate::error::{STORE, is_auth_failure, pg};
+    pub use crate::tls::connector_for;
 }

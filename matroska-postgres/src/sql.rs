@@ -24,6 +24,8 @@ pub(crate) const CLEAR_TAG: &str = "*";
 #[derive(Debug, Clone)]
 pub(crate) struct Sql {
     pub(crate) get: String,
+    /// `get` of many keys in one statement (one snapshot): see `batch.rs`.
+    pub(crate) get_many: String,
     pub(crate) exists: String,
     pub(crate) ttl: String,
     pub(crate) delete: String,
@@ -190,6 +192,17 @@ impl Sql {
                             AS value
                      OFFSET 0
                  ) AS v"
+            ),
+            // Rows in the order of the keys: `get`'s lookup for each, all in one snapshot.
+            get_many: format!(
+                "SELECT v.value, CASE WHEN v.value IS NULL THEN {s}.miss_token() END
+                 FROM unnest($1::text[]) WITH ORDINALITY AS k(key, ord)
+                 CROSS JOIN LATERAL (
+                     SELECT (SELECT e.value FROM {s}.entries AS e WHERE e.key = k.key AND {live})
+                            AS value
+                     OFFSET 0
+                 ) AS v
+                 ORDER BY k.ord"
             ),
             exists: format!("SELECT true FROM {s}.entries AS e WHERE e.key = $1 AND {live}"),
             // Remaining life in ms (rounded up, at least 1), or -1 when persistent; no row: missing.

@@ -72,11 +72,13 @@ const MAX_ROUNDS: u32 = 10_000;
 #[doc = include_str!("../PROTOCOL-store.md")]
 #[derive(Clone)]
 pub struct PgStore {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
-struct Inner {
-    pool: Pool,
+pub(crate) struct Inner {
+    pub(crate) pool: Pool,
+    /// The fewest connections kept open (`min_connections`).
+    pub(crate) min_connections: usize,
     schema: SchemaName,
     sql: Sql,
     persistence: Persistence,
@@ -135,6 +137,11 @@ enum Failure {
 }
 
 impl PgStore {
+    /// The store's statements.
+    pub(crate) fn sql(&self) -> &crate::sql::Sql {
+        &self.inner.sql
+    }
+
     /// Starts configuring a store from a connection URL or key-value string; see
     /// [`PgStoreConfig`] for every setting. A string that does not parse is reported by
     /// [`PgStoreConfig::build`].
@@ -206,9 +213,10 @@ impl PgStore {
             .runtime(deadpool::Runtime::Tokio1)
             .build()
             .map_err(|e| Error::Config(format!("could not build the connection pool: {e}")))?;
-        Ok(Self {
+        let store = Self {
             inner: Arc::new(Inner {
                 pool,
+                min_connections: config.min_connections,
                 sql: Sql::new(&schema),
                 schema,
                 persistence: config.persistence,
@@ -218,7 +226,9 @@ impl PgStore {
                 operation_timeout: config.operation_timeout,
                 credentials,
             }),
-        })
+        };
+        store.keep_warm();
+        Ok(store)
     }
 
     /// The store's schema (namespace).
@@ -395,7 +405,7 @@ impl PgStore {
         self.inner.pool.close();
     }
 
-    async fn client(&self, what: &str) -> Result<Pooled> {
+    pub(crate) async fn client(&self, what: &str) -> Result<Pooled> {
         self.inner
             .pool
             .get()
@@ -456,7 +466,7 @@ impl PgStore {
         }
     }
 
-    async fn query(
+    pub(crate) async fn query(
         &self,
         what: &'static str,
         sql: &str,
@@ -536,7 +546,7 @@ fn first<'r>(rows: &'r [Row], what: &str) -> Result<&'r Row> {
     })
 }
 
-fn col<'r, T: FromSql<'r>>(row: &'r Row, index: usize, what: &str) -> Result<T> {
+pub(crate) fn col<'r, T: FromSql<'r>>(row: &'r Row, index: usize, what: &str) -> Result<T> {
     row.try_get(index).map_err(|e| error::pg(e, what))
 }
 
@@ -556,6 +566,10 @@ fn tag_texts(tags: &[Tag]) -> Vec<&str> {
 impl Store for PgStore {
     fn name(&self) -> &'static str {
         "postgres"
+    }
+
+    async fn get_many(&self, keys: &[Key]) -> Result<Vec<Lookup>> {
+        self.get_many_entries(keys).await
     }
 
     async fn get(&self, key: &Key) -> Result<Lookup> {

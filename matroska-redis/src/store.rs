@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use matroska_core::store::{FillToken, KeyTtl, Lookup, PutOutcome, Store, check_tags, check_ttl};
+use matroska_core::store::{
+    FillToken, KeyTtl, Lookup, PutEntry, PutOutcome, Store, check_tags, check_ttl,
+};
 use matroska_core::{Error, Key, Result, Tag};
 use redis::aio::ConnectionManager;
 use redis::{FromRedisValue, ScriptInvocation, Value};
@@ -20,7 +22,7 @@ use crate::replies::{distinct, int, nonce, removed_and_sets, token, ttl_ms};
 use crate::scripts;
 
 /// The largest value the store accepts: Redis's limit on one string (`proto-max-bulk-len`).
-const MAX_VALUE_LEN: usize = 512 * 1024 * 1024;
+pub(crate) const MAX_VALUE_LEN: usize = 512 * 1024 * 1024;
 /// How many tags one invalidation script stamps at most; more are stamped by further scripts.
 const TAGS_PER_SCRIPT: usize = 64;
 /// How many buckets one step of a walk (after a clear, or in housekeeping) scans.
@@ -70,25 +72,25 @@ const GRACE_MS: u64 = 30_000;
 /// ```
 #[derive(Clone)]
 pub struct RedisStore {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
-struct Inner {
-    conn: ConnectionManager,
-    layout: KeyLayout,
+pub(crate) struct Inner {
+    pub(crate) conn: ConnectionManager,
+    pub(crate) layout: KeyLayout,
     config: RedisConfig,
     /// The server's URL without its password, for `Debug` and logs.
     address: String,
     /// This handle's random id: part of the generation id of a namespace generation it starts.
-    nonce: String,
+    pub(crate) nonce: String,
     /// The fill window in ms, as the scripts take it.
-    window_ms: String,
+    pub(crate) window_ms: String,
     /// How far (µs) the namespace's sequence number may lag the server's clock for a plain
     /// read's miss to use it in a fill token: a hundredth of the fill window, as `TICK_US` in
     /// `lua/common.lua`.
     tick_us: u64,
     /// The key of the namespace's state.
-    seq_key: String,
+    pub(crate) seq_key: String,
     /// The server's clock, as last read: for the fill tokens of misses served by the plain read.
     clock: ServerClock,
 }
@@ -340,7 +342,7 @@ impl RedisStore {
 
     /// A script invocation with the arguments every script takes: the namespace, the fill
     /// window and this handle's nonce.
-    fn invocation<'a>(&'a self, script: &'a redis::Script) -> ScriptInvocation<'a> {
+    pub(crate) fn invocation<'a>(&'a self, script: &'a redis::Script) -> ScriptInvocation<'a> {
         let inner = &self.inner;
         let mut inv = script.prepare_invoke();
         inv.arg(inner.layout.base())
@@ -364,7 +366,7 @@ impl RedisStore {
     }
 
     /// Runs a plain command, bounded as [`RedisStore::eval`].
-    async fn command<T: FromRedisValue>(
+    pub(crate) async fn command<T: FromRedisValue>(
         &self,
         operation: &'static str,
         cmd: &redis::Cmd,
@@ -457,7 +459,7 @@ impl RedisStore {
     /// The read the plain read could not decide alone: the `get` script checks an entry filled
     /// before the safe mark against its stamps, starts the namespace (or a new generation of
     /// it), and reads the server's clock for the fill token of a miss.
-    async fn get_checked(&self, key: &Key, entry_key: String) -> Result<Lookup> {
+    pub(crate) async fn get_checked(&self, key: &Key, entry_key: String) -> Result<Lookup> {
         let mut inv = self.invocation(&scripts::GET);
         inv.key(entry_key).arg(key.as_str());
         match self.eval("get", &inv).await? {
@@ -480,14 +482,14 @@ impl RedisStore {
 
     /// Whether the plain read may serve this entry: of the current generation, filled at or
     /// after the safe mark (then it is in the index of each of its tags, and not stale).
-    fn plain_hit(state: &State<'_>, entry: &Entry<'_>) -> bool {
+    pub(crate) fn plain_hit(state: &State<'_>, entry: &Entry<'_>) -> bool {
         entry.gen_id == state.gen_id.as_bytes() && entry.seq >= state.safe
     }
 
     /// The fill token of a miss that the plain read may hand out: with a recent reading of the
     /// server's clock, and a sequence number that does not lag it by more than a tick (the
     /// scripts age tokens on the sequence number).
-    fn plain_token(&self, state: &State<'_>) -> Option<FillToken> {
+    pub(crate) fn plain_token(&self, state: &State<'_>) -> Option<FillToken> {
         let now_ms = self.inner.clock.estimate()?;
         let lag = now_ms.saturating_mul(1000).saturating_sub(state.seq);
         (lag <= self.inner.tick_us)
@@ -549,34 +551,11 @@ impl Store for RedisStore {
             });
         }
         let mut inv = self.invocation(&scripts::PUT);
-        inv.key(self.inner.layout.entry(key))
-            .arg(key.as_str())
-            .arg(&value[..])
-            .arg(ttl_ms(ttl));
-        match token {
-            Some(token) => inv
-                .arg(token.seq())
-                .arg(token.snapshot().unwrap_or(""))
-                .arg(token.issued_at_ms()),
-            None => inv.arg("").arg("").arg(""),
-        };
-        for tag in distinct(tags) {
-            inv.arg(tag);
-        }
-        match self.eval("put", &inv).await? {
-            Value::Int(1) => Ok(PutOutcome::Stored),
-            Value::Int(0) => Ok(PutOutcome::Stale),
-            Value::Int(2) => {
-                // Issued later than the server's clock allows: the clock stepped back (or this
-                // is another server). Read it again before handing out more tokens.
-                tracing::debug!(
-                    "redis store: a fill token from the future was refused; reading the server's clock again"
-                );
-                self.inner.clock.forget();
-                Ok(PutOutcome::Stale)
-            }
-            other => Err(unexpected("put", &other)),
-        }
+        inv.key(self.inner.layout.entry(key));
+        put_args(key, &value, tags, ttl, token, |arg| {
+            inv.arg(arg);
+        });
+        self.put_outcome(self.eval("put", &inv).await?)
     }
 
     async fn delete(&self, key: &Key) -> Result<bool> {
@@ -631,6 +610,64 @@ impl Store for RedisStore {
 
     fn max_value_len(&self) -> usize {
         MAX_VALUE_LEN
+    }
+
+    async fn get_many(&self, keys: &[Key]) -> Result<Vec<Lookup>> {
+        self.get_many_entries(keys).await
+    }
+
+    async fn put_many(&self, entries: &[PutEntry<'_>]) -> Result<Vec<PutOutcome>> {
+        self.put_many_entries(entries).await
+    }
+}
+
+impl RedisStore {
+    /// What the `put` script's reply means.
+    pub(crate) fn put_outcome(&self, reply: Value) -> Result<PutOutcome> {
+        match reply {
+            Value::Int(1) => Ok(PutOutcome::Stored),
+            Value::Int(0) => Ok(PutOutcome::Stale),
+            Value::Int(2) => {
+                // Issued later than the server's clock allows: the clock stepped back (or this
+                // is another server). Read it again before handing out more tokens.
+                tracing::debug!(
+                    "redis store: a fill token from the future was refused; reading the server's clock again"
+                );
+                self.inner.clock.forget();
+                Ok(PutOutcome::Stale)
+            }
+            other => Err(unexpected("put", &other)),
+        }
+    }
+}
+
+/// Passes the `put` script's arguments after the common ones to `push`: the key, the value, the
+/// TTL, the token (or three empty strings) and the distinct tags.
+pub(crate) fn put_args(
+    key: &Key,
+    value: &[u8],
+    tags: &[Tag],
+    ttl: Option<Duration>,
+    token: Option<&FillToken>,
+    mut push: impl FnMut(&[u8]),
+) {
+    push(key.as_str().as_bytes());
+    push(value);
+    push(ttl_ms(ttl).to_string().as_bytes());
+    match token {
+        Some(token) => {
+            push(token.seq().to_string().as_bytes());
+            push(token.snapshot().unwrap_or("").as_bytes());
+            push(token.issued_at_ms().to_string().as_bytes());
+        }
+        None => {
+            for _ in 0..3 {
+                push(b"");
+            }
+        }
+    }
+    for tag in distinct(tags) {
+        push(tag.as_bytes());
     }
 }
 

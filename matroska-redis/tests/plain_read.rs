@@ -180,3 +180,45 @@ async fn a_miss_token_never_lags_the_servers_clock_by_more_than_a_tick() {
         "a fresh token is not refused for its seq"
     );
 }
+
+/// `get_many` decides every entry by the same rule against the one state its `MGET` read: in one
+/// batch, the entry at the safe mark is served as it is, the one just below is checked by the
+/// script (and marked), and the set-aside one below is a miss.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_many_applies_the_safe_mark_to_each_entry() {
+    let Some(mut s) = Scratch::new(2).await else {
+        return;
+    };
+    let hot = tag(&Dep::tag("hot"));
+    put_many(&s.store, "hot", 5, std::slice::from_ref(&hot), None).await;
+    s.store
+        .invalidate_deferred(std::slice::from_ref(&hot))
+        .await
+        .unwrap();
+    let safe: u64 = field(&mut s, "safe").await.parse().unwrap();
+    let (at, below) = (key("at"), key("below"));
+    let other = tag(&Dep::tag("other"));
+    for k in [&at, &below] {
+        s.store
+            .put(k, v("fresh"), std::slice::from_ref(&other), None, None)
+            .await
+            .unwrap();
+    }
+    set_q(&mut s, &at, safe).await;
+    set_q(&mut s, &below, safe - 1).await;
+
+    let found = s
+        .store
+        .get_many(&[at.clone(), below.clone(), key("hot:0")])
+        .await
+        .unwrap();
+    assert_eq!(found[0], Lookup::Hit(v("fresh")));
+    assert_eq!(found[1], Lookup::Hit(v("fresh")));
+    assert!(matches!(found[2], Lookup::Miss(_)), "{:?}", found[2]);
+    assert_eq!(q_of(&mut s, &at).await, safe, "served as it is");
+    let checked = q_of(&mut s, &below).await;
+    assert!(
+        checked >= safe,
+        "checked by the script and marked: {checked} < {safe}"
+    );
+}

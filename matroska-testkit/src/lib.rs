@@ -52,6 +52,7 @@ pub use crate::harness::{CASE_TIMEOUT, Harness, run, server_url};
 #[allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 pub mod cases {
     pub mod basic;
+    pub mod batch;
     pub mod bounded;
     pub mod cache;
     pub mod cache_safety;
@@ -94,6 +95,15 @@ macro_rules! conformance {
                 miss_token_fills_the_entry,
                 a_put_without_a_token_after_its_tag_was_invalidated_is_a_hit,
                 the_token_of_a_miss_after_expiry_or_delete_fills_the_entry,
+            ],
+            batch: [
+                get_many_answers_each_key_like_get_in_order,
+                get_many_miss_tokens_fill_through_put_many,
+                put_many_refuses_only_the_entries_whose_tags_were_invalidated,
+                put_many_checks_every_entry_first,
+                put_many_without_tokens_replaces_and_invalidation_removes,
+                fetch_many_keeps_the_fill_protocol,
+                batches_follow_logical_expiry_and_item_history,
             ],
             dependencies: [
                 invalidate_removes_every_dependent,
@@ -249,6 +259,7 @@ mod tests {
         let macro_text = include_str!("lib.rs");
         let groups = [
             ("basic", include_str!("cases/basic.rs")),
+            ("batch", include_str!("cases/batch.rs")),
             ("bounded", include_str!("cases/bounded.rs")),
             ("cache", include_str!("cases/cache.rs")),
             ("cache_safety", include_str!("cases/cache_safety.rs")),

@@ -277,7 +277,7 @@ impl<S: Store, C: Codec> Cache<S, C> {
     /// A fill token for reloading a value kept past its logical expiry: the store's
     /// [`Store::begin_fill`]; from a store without it, the token of a miss after deleting the
     /// kept value. `None`: do not store the reload (the store failed open).
-    async fn reload_token(&self, key: &Key) -> Result<Option<FillToken>> {
+    pub(super) async fn reload_token(&self, key: &Key) -> Result<Option<FillToken>> {
         let store = &self.inner.store;
         match self.timed(Op::BeginFill, store.begin_fill(key, None)).await {
             Ok(token) => Ok(token),

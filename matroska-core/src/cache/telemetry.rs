@@ -16,12 +16,14 @@ pub(super) enum Op {
     Invalidate,
     Ttl,
     Clear,
+    GetMany,
+    PutMany,
     BeginFill,
 }
 
 impl Op {
     #[cfg(feature = "metrics")]
-    const ALL: [Self; 8] = [
+    const ALL: [Self; 10] = [
         Self::Get,
         Self::Put,
         Self::Delete,
@@ -29,6 +31,8 @@ impl Op {
         Self::Invalidate,
         Self::Ttl,
         Self::Clear,
+        Self::GetMany,
+        Self::PutMany,
         Self::BeginFill,
     ];
 
@@ -42,6 +46,8 @@ impl Op {
             Self::Invalidate => "invalidate",
             Self::Ttl => "ttl",
             Self::Clear => "clear",
+            Self::GetMany => "get_many",
+            Self::PutMany => "put_many",
             Self::BeginFill => "begin_fill",
         }
     }

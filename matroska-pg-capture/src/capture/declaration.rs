@@ -379,6 +379,8 @@ pub struct TableCapture {
     store_schema: Option<SchemaName>,
     max_notifies: u32,
     max_store_tags: u32,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    events_only: bool,
 }
 
 #[allow(clippy::ref_option)] // serde's serialize_with signature
@@ -416,7 +418,41 @@ impl TableCapture {
             store_schema: None,
             max_notifies: DEFAULT_MAX_NOTIFIES,
             max_store_tags: DEFAULT_MAX_STORE_TAGS,
+            events_only: false,
         }
+    }
+
+    /// Captures the table for its change events only, with no id or scope declared (as
+    /// PGCacheWatch does): every statement that changes rows sends an event naming the table and
+    /// the operation, with the kind-wide tag `a:<kind>`
+    /// ([`Dep::kind`](matroska_core::Dep::kind)) as its tag, which invalidates everything cached
+    /// about the kind (in the PgStore too, with a store schema).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use matroska_pg_capture::capture::{TableCapture, TableRef};
+    ///
+    /// let users = TableCapture::new(TableRef::parse("public.users")?, "user").events_only();
+    /// users.validate()?;
+    /// assert!(users.is_events_only());
+    /// assert!(TableCapture::new(TableRef::parse("t")?, "k").validate().is_err()); // no id
+    /// # Ok::<(), matroska_pg_capture::capture::CaptureError>(())
+    /// ```
+    #[must_use]
+    pub fn events_only(mut self) -> Self {
+        self.events_only = true;
+        self
+    }
+
+    fn events_only_if(mut self, events_only: bool) -> Self {
+        self.events_only = events_only;
+        self
+    }
+
+    /// Whether the table is captured for events only (see [`events_only`](Self::events_only)).
+    pub fn is_events_only(&self) -> bool {
+        self.events_only
     }
 
     /// The id columns, in order: one gives `i:<kind>:<value>`, several a tuple `(v1,v2)`, as
@@ -704,8 +740,18 @@ impl TableCapture {
         if self.kind.contains('\0') {
             return Err(bad("the kind contains NUL".to_owned()));
         }
-        if self.id.is_empty() {
-            return Err(bad("declare at least one id column".to_owned()));
+        if self.events_only {
+            if !self.id.is_empty() || !self.scopes.is_empty() {
+                return Err(bad(
+                    "an events-only table declares no id column and no scope".to_owned(),
+                ));
+            }
+        } else if self.id.is_empty() {
+            return Err(bad(
+                "declare at least one id column (or events_only, for change events with the \
+                 kind-wide tag only)"
+                    .to_owned(),
+            ));
         }
         for column in &self.id {
             check_ident("id column", column)?;
@@ -858,7 +904,9 @@ struct FileTable {
     schema: Option<String>,
     name: Option<String>,
     kind: String,
-    id: OneOrMany,
+    id: Option<OneOrMany>,
+    #[serde(default)]
+    events_only: bool,
     #[serde(default)]
     scope: Vec<ScopeSet>,
     channel: Option<String>,
@@ -943,9 +991,11 @@ impl Declaration {
             };
             let mut capture = TableCapture::new(table, entry.kind)
                 .id(match entry.id {
-                    OneOrMany::One(id) => vec![id],
-                    OneOrMany::Many(ids) => ids,
+                    None => Vec::new(),
+                    Some(OneOrMany::One(id)) => vec![id],
+                    Some(OneOrMany::Many(ids)) => ids,
                 })
+                .events_only_if(entry.events_only)
                 .notify(entry.notify.or(file.notify).unwrap_or(true))
                 .max_notifies(
                     entry

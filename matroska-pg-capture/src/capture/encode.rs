@@ -28,146 +28,11 @@ pub(crate) const MAX_IDENT: usize = 63;
 
 /// The helper functions and the registry, `{{capture}}` standing for the quoted capture schema.
 /// Every statement is idempotent (`IF NOT EXISTS`, `CREATE OR REPLACE`).
-const HELPERS: &str = r#"CREATE SCHEMA IF NOT EXISTS {{capture}};
-
--- What is installed: one row per captured table (see matroska-postgres/README.md).
-CREATE TABLE IF NOT EXISTS {{capture}}.installed (
-    table_schema  text NOT NULL,
-    table_name    text NOT NULL,
-    table_oid     oid NOT NULL,
-    kind          text NOT NULL,
-    channel       text,
-    store_schema  text,
-    function_name text NOT NULL,
-    trigger_names text[] NOT NULL,
-    declaration   jsonb NOT NULL,
-    format        integer NOT NULL,
-    installed_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
-    installed_by  text NOT NULL DEFAULT current_user,
-    PRIMARY KEY (table_schema, table_name)
-);
--- Format 2: the partitions and inheritance children the triggers also went on
--- ([{"oid", "table"}]) and the columns the trigger function reads ([{"name", "attnum", "type"}]),
--- which `list` compares with the catalog. NULL for tables installed before.
-ALTER TABLE {{capture}}.installed ADD COLUMN IF NOT EXISTS members jsonb;
-ALTER TABLE {{capture}}.installed ADD COLUMN IF NOT EXISTS columns jsonb;
-
--- A name or a text value: each of % : & = , ( ) # as %XX (NUL cannot occur in PostgreSQL text).
-CREATE OR REPLACE FUNCTION {{capture}}.esc(p text) RETURNS text
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
-    SELECT replace(replace(replace(replace(replace(replace(replace(replace(p,
-        '%', '%25'), ':', '%3A'), '&', '%26'), '=', '%3D'), ',', '%2C'), '(', '%28'), ')', '%29'),
-        '#', '%23')
-$$;
-
-CREATE OR REPLACE FUNCTION {{capture}}.val(p text) RETURNS text
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT CASE WHEN p IS NULL THEN '~' ELSE '''' || {{capture}}.esc(p) END
-$$;
-
-CREATE OR REPLACE FUNCTION {{capture}}.val(p bigint) RETURNS text
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT coalesce(p::text, '~')
-$$;
-
-CREATE OR REPLACE FUNCTION {{capture}}.val(p boolean) RETURNS text
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT CASE WHEN p IS NULL THEN '~' WHEN p THEN 'true' ELSE 'false' END
-$$;
-
-CREATE OR REPLACE FUNCTION {{capture}}.val(p timestamptz) RETURNS text
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT CASE
-        WHEN p IS NULL THEN '~'
-        WHEN p = 'infinity'::timestamptz THEN '@9223372036854775807'
-        WHEN p = '-infinity'::timestamptz THEN '@-9223372036854775808'
-        ELSE '@' || (extract(epoch FROM p) * 1000000)::bigint::text
-    END
-$$;
-
-CREATE OR REPLACE FUNCTION {{capture}}.val(p timestamp) RETURNS text
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT CASE
-        WHEN p IS NULL THEN '~'
-        WHEN p = 'infinity'::timestamp THEN '@9223372036854775807'
-        WHEN p = '-infinity'::timestamp THEN '@-9223372036854775808'
-        ELSE '@' || (extract(epoch FROM p) * 1000000)::bigint::text
-    END
-$$;
-
--- Finishes a tag: longer than 200 bytes, it becomes its first 64 characters, '#', and the hex
--- SHA-256 of the whole (the database encoding is UTF8, checked at install).
-CREATE OR REPLACE FUNCTION {{capture}}.fin(p text) RETURNS text
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
-    SELECT CASE WHEN octet_length(p) > 200
-        THEN left(p, 64) || '#' || encode(sha256(convert_to(p, 'UTF8')), 'hex')
-        ELSE p END
-$$;
-
--- Sends the tags one statement touched on p_channel, as {"v":1,"tags":[...]} payloads under
--- 8,000 bytes; PostgreSQL delivers them at commit (never after a rollback). Deduplicated across
--- the statements of the transaction: what was sent is recorded in transaction-local settings,
--- which a rolled-back savepoint restores together with its notifications. When the tags would
--- take the transaction past p_max notifications on the channel, p_all (the kind-wide a:<kind>
--- tag) is sent instead, once: coarser, never lost. Returns the notifications sent.
-CREATE OR REPLACE FUNCTION {{capture}}.notify(p_channel text, p_all text, p_tags text[],
-    p_max integer) RETURNS integer
-LANGUAGE plpgsql AS $$
-DECLARE
-    v_key text := left(encode(sha256(convert_to(p_channel, 'UTF8')), 'hex'), 24);
-    v_n integer := coalesce(nullif(current_setting('matroska.n' || v_key, true), ''), '0')::integer;
-    v_sent text[] := coalesce(nullif(current_setting('matroska.t' || v_key, true), ''), '{}')::text[];
-    v_new text[];
-    v_payloads text[] := '{}';
-    v_cur text := '';
-    v_len integer := 0;
-    v_tag text;
-    v_js text;
-    v_payload text;
-BEGIN
-    IF p_all = ANY (v_sent) THEN
-        RETURN 0; -- everything about the kind is invalidated at commit already
-    END IF;
-    SELECT coalesce(array_agg(x.t ORDER BY x.t), '{}') INTO v_new
-    FROM (SELECT unnest(p_tags) EXCEPT SELECT unnest(v_sent)) AS x(t)
-    WHERE x.t IS NOT NULL;
-    IF cardinality(v_new) = 0 THEN
-        RETURN 0;
-    END IF;
-    -- Greedy packing; 17 bytes of envelope: {"v":1,"tags":[ and ]}.
-    FOREACH v_tag IN ARRAY v_new LOOP
-        v_js := to_json(v_tag)::text;
-        IF v_len > 0 AND 17 + v_len + 1 + octet_length(v_js) > 7999 THEN
-            v_payloads := v_payloads || ('{"v":1,"tags":[' || v_cur || ']}');
-            v_cur := '';
-            v_len := 0;
-        END IF;
-        IF v_len = 0 THEN
-            v_cur := v_js;
-            v_len := octet_length(v_js);
-        ELSE
-            v_cur := v_cur || ',' || v_js;
-            v_len := v_len + 1 + octet_length(v_js);
-        END IF;
-    END LOOP;
-    v_payloads := v_payloads || ('{"v":1,"tags":[' || v_cur || ']}');
-    IF v_n + cardinality(v_payloads) > p_max THEN
-        v_payloads := ARRAY['{"v":1,"tags":[' || to_json(p_all)::text || ']}'];
-        v_new := ARRAY[p_all];
-    END IF;
-    FOREACH v_payload IN ARRAY v_payloads LOOP
-        PERFORM pg_notify(p_channel, v_payload);
-    END LOOP;
-    PERFORM set_config('matroska.n' || v_key, (v_n + cardinality(v_payloads))::text, true);
-    PERFORM set_config('matroska.t' || v_key, (v_sent || v_new)::text, true);
-    RETURN cardinality(v_payloads);
-END
-$$;
-"#;
+const HELPERS: &str = include_str!("sql/helpers.sql");
 
 /// The SQL that creates (or refreshes) the helper functions and the registry in `capture`.
 pub(crate) fn helpers_sql(capture: &SchemaName) -> String {
-    HELPERS.replace("{{capture}}", &capture.quoted())
+    super::sqlexpr::fill_helpers(HELPERS).replace("{{capture}}", &capture.quoted())
 }
 
 /// The key of `channel` in the transaction-local settings where the helper `notify` records
@@ -181,17 +46,10 @@ pub(crate) fn channel_key(channel: &str) -> String {
     key
 }
 
-/// A name or text value escaped as in [`matroska_core::tag`].
+/// A name or text value escaped as in [`matroska_core::tag`] (core's own function: one Rust copy
+/// of the encoding).
 pub(crate) fn escape(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    for c in name.chars() {
-        if matches!(c, '%' | ':' | '&' | '=' | ',' | '(' | ')' | '#' | '\0') {
-            let _ = write!(out, "%{:02X}", c as u32);
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    matroska_core::tag::escape(name)
 }
 
 /// A SQL string literal holding `text` exactly, whatever `standard_conforming_strings` says:

@@ -9,35 +9,14 @@ use super::catalog::{Encoder, Resolved};
 use super::declaration::TableCapture;
 use super::encode::{MAX_IDENT, channel_key, derive_name, dollar_tag, escape, ident, literal};
 use super::error::{CaptureError, Result};
+use super::sqlexpr;
 use matroska_postgres::schema::SchemaName;
 
 /// The version of the generated SQL, recorded in the registry. 2: the triggers go on every
 /// partition and inheritance child too, and the registry records them (`members`) and the
-/// captured columns (`columns`), which `list` checks.
-pub(crate) const FORMAT: i32 = 2;
-
-/// Finishes the tag `x.t` (the helper `fin`, written out): longer than 200 bytes, its first 64
-/// characters, `#`, and the hex SHA-256 of the whole.
-const FIN: &str = "CASE WHEN octet_length(x.t) > 200 THEN left(x.t, 64) || '#' || \
-    encode(sha256(convert_to(x.t, 'UTF8')), 'hex') ELSE x.t END";
-
-/// `replace(...)` calls escaping a text expression as the helper `esc` does.
-fn escape_sql(expr: &str) -> String {
-    let mut out = expr.to_owned();
-    for (from, to) in [
-        ("%", "%25"),
-        (":", "%3A"),
-        ("&", "%26"),
-        ("=", "%3D"),
-        (",", "%2C"),
-        ("(", "%28"),
-        (")", "%29"),
-        ("#", "%23"),
-    ] {
-        out = format!("replace({out}, '{from}', '{to}')");
-    }
-    out
-}
+/// captured columns (`columns`), which `list` checks. 3: each statement's notification says
+/// which table changed, the operation and the send time (an event per statement).
+pub(crate) const FORMAT: i32 = 3;
 
 /// The names of a table's trigger function (in the capture schema) and triggers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,26 +69,7 @@ impl Exprs<'_> {
     /// rather than inlined by the planner, which re-parses a function body at every call site on
     /// every execution (queries over transition tables are planned at each call).
     fn val(alias: &str, column: &str, encoder: Encoder) -> String {
-        let c = format!("({alias}.{})", ident(column));
-        match encoder {
-            Encoder::Int => format!("coalesce({c}::bigint::text, '~')"),
-            Encoder::Text => format!(
-                "CASE WHEN {c} IS NULL THEN '~' ELSE '''' || {} END",
-                escape_sql(&format!("{c}::text"))
-            ),
-            Encoder::Bool => {
-                format!("CASE WHEN {c} IS NULL THEN '~' WHEN {c} THEN 'true' ELSE 'false' END")
-            }
-            Encoder::Timestamptz | Encoder::Timestamp => {
-                let t = encoder.cast();
-                format!(
-                    "CASE WHEN {c} IS NULL THEN '~' \
-                     WHEN {c}::{t} = 'infinity'::{t} THEN '@9223372036854775807' \
-                     WHEN {c}::{t} = '-infinity'::{t} THEN '@-9223372036854775808' \
-                     ELSE '@' || (extract(epoch FROM {c}::{t}) * 1000000)::bigint::text END"
-                )
-            }
-        }
+        sqlexpr::value(&format!("({alias}.{})", ident(column)), encoder)
     }
 
     /// The id tag of the row `alias`.
@@ -220,6 +180,9 @@ fn sinks(capture: &SchemaName, decl: &TableCapture, all_tag: &str) -> String {
         );
     }
     if decl.notifies() {
+        // The event's head: the table the statement changed (a partition or child itself, not
+        // the declared parent), the operation, and the send time in microseconds since the Unix
+        // epoch, on the database's clock.
         // The common case, a transaction's first notification on the channel and one payload,
         // is sent inline; the helper (deduplication against what the transaction sent, packing,
         // the cap) would cost a write twice as much. Both record what was sent alike.
@@ -228,14 +191,17 @@ fn sinks(capture: &SchemaName, decl: &TableCapture, all_tag: &str) -> String {
             sinks,
             "
     -- Other processes and stores, at commit.
-    v_payload := '{{\"v\":1,\"tags\":' || array_to_json(v_tags)::text || '}}';
+    v_head := '{{\"v\":1,\"table\":' || to_json(format('%I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME))::text
+        || ',\"op\":\"' || lower(TG_OP) || '\",\"at\":'
+        || (extract(epoch FROM clock_timestamp()) * 1000000)::bigint::text || ',\"tags\":';
+    v_payload := v_head || array_to_json(v_tags)::text || '}}';
     IF {limit} > 0 AND octet_length(v_payload) <= 7999
         AND coalesce(current_setting('matroska.t{key}', true), '') = '' THEN
         PERFORM pg_notify({channel}, v_payload);
         PERFORM set_config('matroska.n{key}', '1', true);
         PERFORM set_config('matroska.t{key}', v_tags::text, true);
     ELSE
-        PERFORM {cap}.notify({channel}, {all_tag}, v_tags, {limit});
+        PERFORM {cap}.notify({channel}, v_head || '[', {all_tag}, v_tags, {limit});
     END IF;",
             cap = capture.quoted(),
             channel = literal(decl.notify_channel()),
@@ -243,6 +209,36 @@ fn sinks(capture: &SchemaName, decl: &TableCapture, all_tag: &str) -> String {
         );
     }
     sinks
+}
+
+/// The body of an events-only table's function: the kind-wide tag for every statement that
+/// changed rows.
+fn events_only_body(decl: &TableCapture, table: &Resolved, all_tag: &str, sinks: &str) -> String {
+    format!(
+        "
+-- Generated by matroska-pg (format {FORMAT}) for {table_q}: kind {kind_lit}, events only.
+DECLARE
+    v_tags text[] := ARRAY[{all_tag}];
+    v_head text;
+    v_payload text;
+BEGIN
+    -- A statement that changed no rows sends nothing (each transition table is named only in
+    -- the branch of the operations that have it).
+    IF TG_OP = 'INSERT' THEN
+        IF NOT EXISTS (SELECT FROM mt_new) THEN
+            RETURN NULL;
+        END IF;
+    ELSIF TG_OP <> 'TRUNCATE' THEN
+        IF NOT EXISTS (SELECT FROM mt_old) THEN
+            RETURN NULL;
+        END IF;
+    END IF;{sinks}
+    RETURN NULL;
+END
+",
+        table_q = table.quoted(),
+        kind_lit = literal(decl.kind()),
+    )
 }
 
 /// The `plpgsql` body of the trigger function: the statement's tags from its transition tables,
@@ -280,8 +276,9 @@ fn function_body(capture: &SchemaName, decl: &TableCapture, table: &Resolved) ->
     }
     // Each row's tags as one array, unnested: a LATERAL VALUES list per row cost a nested loop
     // and made a 10,000-row UPDATE's tag query three times slower.
+    let fin = sqlexpr::finish("x.t");
     let update = format!(
-        "SELECT array_agg(DISTINCT {FIN}) INTO v_tags FROM (
+        "SELECT array_agg(DISTINCT {fin}) INTO v_tags FROM (
             SELECT unnest(ARRAY[{values}]) AS t
             FROM (SELECT true AS {m}, r.* FROM mt_old AS r) AS o
             FULL JOIN (SELECT true AS {m}, r.* FROM mt_new AS r) AS n ON {pairing}
@@ -291,23 +288,27 @@ fn function_body(capture: &SchemaName, decl: &TableCapture, table: &Resolved) ->
         values = values.join(",\n                "),
     );
     let insert = format!(
-        "SELECT array_agg(DISTINCT {FIN}) INTO v_tags FROM (
+        "SELECT array_agg(DISTINCT {fin}) INTO v_tags FROM (
             SELECT unnest(ARRAY[{}]) AS t FROM mt_new AS n
         ) AS x WHERE x.t IS NOT NULL;",
         x.all("n")?
     );
     let delete = format!(
-        "SELECT array_agg(DISTINCT {FIN}) INTO v_tags FROM (
+        "SELECT array_agg(DISTINCT {fin}) INTO v_tags FROM (
             SELECT unnest(ARRAY[{}]) AS t FROM mt_old AS o
         ) AS x WHERE x.t IS NOT NULL;",
         x.all("o")?
     );
     let sinks = sinks(capture, decl, &all_tag);
+    if decl.is_events_only() {
+        return Ok(events_only_body(decl, table, &all_tag, &sinks));
+    }
     let body = format!(
         "
 -- Generated by matroska-pg (format {FORMAT}) for {table_q}: kind {kind_lit}.
 DECLARE
     v_tags text[];
+    v_head text;
     v_payload text;
 BEGIN
     IF TG_OP = 'INSERT' THEN

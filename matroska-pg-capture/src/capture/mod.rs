@@ -92,12 +92,21 @@
 //!   cannot see the writer's transaction is neither stored nor served after it commits (the
 //!   store orders fills by snapshot visibility, not by a sequence). Beyond `max_store_tags` tags
 //!   in one statement, `a:<kind>` is stamped instead.
-//! - **NOTIFY** (`channel`, default `matroska`): `{"v":1,"tags":[...]}` payloads, each under
-//!   8,000 bytes, greedily packed; PostgreSQL delivers them at commit only. Tags already sent by
-//!   an earlier statement of the transaction are not sent again (a transaction-local record,
-//!   which a rolled-back savepoint restores with its notifications). When a transaction would send
-//!   more than `max_notifies` (default 100) notifications on the channel, the rest of a kind's
-//!   tags degrade to its `a:<kind>` tag, sent once: coarser, never dropped.
+//! - **NOTIFY** (`channel`, default `matroska`): one event per statement that changed rows,
+//!   `{"v":1,"table":"app.articles","op":"update","at":<µs since the epoch>,"tags":[...]}` (see
+//!   the [`listener`](crate::listener) module), each payload under 8,000 bytes, tags greedily
+//!   packed; PostgreSQL delivers them at commit only. Tags already sent by an earlier statement
+//!   of the transaction are not sent again (a transaction-local record, which a rolled-back
+//!   savepoint restores with its notifications): that statement's event carries the rest, maybe
+//!   none. When a transaction would send more than `max_notifies` (default 100) notifications on
+//!   the channel, the rest of a kind's tags degrade to its `a:<kind>` tag, sent once: coarser,
+//!   never dropped; the transaction's later events on the channel are not sent.
+//!
+//! # Events only
+//!
+//! [`TableCapture::events_only`] captures a table with no id or scope (PGCacheWatch's mode):
+//! each statement that changed rows sends its event with the kind-wide tag `a:<kind>`, which
+//! invalidates everything cached about the kind.
 //!
 //! # The registry
 //!
@@ -120,6 +129,7 @@ mod generate;
 mod health;
 mod install;
 mod registry;
+mod sqlexpr;
 
 pub use self::catalog::SUPPORTED_TYPES;
 pub use self::declaration::{

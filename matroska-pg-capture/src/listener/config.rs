@@ -158,9 +158,19 @@ impl ListenerConfig {
     /// # Ok::<(), matroska_core::Error>(())
     /// ```
     pub fn from_url(url: &str) -> Result<Self> {
-        url.parse::<tokio_postgres::Config>()
-            .map(Self::new)
-            .map_err(|e| Error::Config(format!("invalid PostgreSQL connection string: {e}")))
+        // `sslmode` and `sslrootcert` as libpq reads them (see `matroska_postgres::tls`).
+        let (rest, tls) = matroska_postgres::tls::TlsOptions::split(url)?;
+        let mut pg = rest
+            .parse::<tokio_postgres::Config>()
+            .map_err(|e| Error::Config(format!("invalid PostgreSQL connection string: {e}")))?;
+        if tls.mode_given {
+            pg.ssl_mode(tls.mode.driver_mode());
+        }
+        let mut config = Self::new(pg);
+        if tls.mode_given && tls.wants_tls() {
+            config.connector = matroska_postgres::__private::connector_for(&tls)?;
+        }
+        Ok(config)
     }
 
     /// Like [`from_url`](Self::from_url), with a parse error reported by [`start`](Self::start).

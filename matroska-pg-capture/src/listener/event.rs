@@ -1,22 +1,13 @@
 //! What a listener delivers: [`Event`]s (tags to invalidate, or a [`Gap`]), and the NOTIFY
 //! payload format they are read from.
 
-use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use matroska_core::{Error, Tag};
 
-/// The payload version this crate writes and reads.
-///
-/// # Examples
-///
-/// ```
-/// let payload = matroska_pg_capture::listener::encode_payload(&[]);
-/// assert_eq!(payload, format!(r#"{{"v":{},"tags":[]}}"#, matroska_pg_capture::listener::PAYLOAD_VERSION));
-/// ```
-pub const PAYLOAD_VERSION: u64 = 1;
+use super::payload::{Change, Operation, PayloadError, parse_payload};
 
 /// One thing a [`Subscription`](super::Subscription) receives.
 ///
@@ -57,28 +48,41 @@ impl fmt::Display for Event {
     }
 }
 
-/// The tags of one NOTIFY, deduplicated, in payload order. Cloning is cheap (the tags are shared
-/// between subscribers).
+/// One NOTIFY: the tags a committed statement touched (deduplicated, in payload order), the
+/// [`Change`] it made (which table, which operation, when it was sent: payloads of format-3
+/// triggers), and when this listener received it. Cloning is cheap (the tags are shared between
+/// subscribers).
 ///
 /// # Examples
 ///
 /// ```
-/// use matroska_pg_capture::listener::TagBatch;
+/// use matroska_pg_capture::listener::{Operation, TagBatch};
 ///
 /// let batch = TagBatch::parse(r#"{"v":1,"tags":["i:article:5","a:author"]}"#, 4242)?;
 /// assert_eq!(batch.tags().len(), 2);
 /// assert_eq!(batch.sender_pid(), 4242);
 /// assert_eq!(batch.to_string(), "tags (from pid 4242): i:article:5 a:author");
+///
+/// let batch = TagBatch::parse(
+///     r#"{"v":1,"table":"public.users","op":"insert","at":1764619200000000,"tags":["i:user:7"]}"#,
+///     4242,
+/// )?;
+/// assert_eq!(batch.table(), Some("public.users"));
+/// assert_eq!(batch.operation(), Some(Operation::Insert));
+/// assert!(batch.latency().is_some());
 /// # Ok::<(), matroska_pg_capture::listener::PayloadError>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TagBatch {
     tags: Arc<[Tag]>,
     sender_pid: i32,
+    change: Option<Change>,
+    received_at: SystemTime,
 }
 
 impl TagBatch {
-    /// A batch of `tags` sent by the backend with process id `sender_pid`.
+    /// A batch of `tags` sent by the backend with process id `sender_pid`, received now, with
+    /// no [`Change`].
     ///
     /// # Examples
     ///
@@ -88,13 +92,31 @@ impl TagBatch {
     ///
     /// let batch = TagBatch::new(vec![Dep::id("article", 5).to_tag()?], 1);
     /// assert_eq!(batch.tags()[0].as_str(), "i:article:5");
+    /// assert!(batch.change().is_none());
     /// # Ok::<(), matroska_core::Error>(())
     /// ```
     pub fn new(tags: Vec<Tag>, sender_pid: i32) -> Self {
         Self {
             tags: tags.into(),
             sender_pid,
+            change: None,
+            received_at: SystemTime::now(),
         }
+    }
+
+    /// The same batch, from the statement `change`.
+    #[must_use]
+    pub fn with_change(mut self, change: Change) -> Self {
+        self.change = Some(change);
+        self
+    }
+
+    /// The same batch, received at `at` (the listener stamps it when it reads the
+    /// notification).
+    #[must_use]
+    pub fn received_at_time(mut self, at: SystemTime) -> Self {
+        self.received_at = at;
+        self
     }
 
     /// Reads a payload strictly: any problem is an error (the listener itself is lenient: it
@@ -116,10 +138,18 @@ impl TagBatch {
     /// ));
     /// ```
     pub fn parse(payload: &str, sender_pid: i32) -> Result<Self, PayloadError> {
-        let (tags, error) = parse_payload(payload);
-        match error {
+        let parsed = parse_payload(payload);
+        match parsed.error {
             Some(error) => Err(error),
-            None => Ok(Self::new(tags, sender_pid)),
+            None => Ok(Self::from_parts(parsed.tags, parsed.change, sender_pid)),
+        }
+    }
+
+    pub(crate) fn from_parts(tags: Vec<Tag>, change: Option<Change>, sender_pid: i32) -> Self {
+        let batch = Self::new(tags, sender_pid);
+        match change {
+            Some(change) => batch.with_change(change),
+            None => batch,
         }
     }
 
@@ -145,11 +175,59 @@ impl TagBatch {
     pub fn sender_pid(&self) -> i32 {
         self.sender_pid
     }
+
+    /// The statement this came from: `None` for payloads without one (triggers installed by an
+    /// older version, [`encode_payload`](super::encode_payload)).
+    pub fn change(&self) -> Option<&Change> {
+        self.change.as_ref()
+    }
+
+    /// The schema-qualified table the statement changed, if known.
+    pub fn table(&self) -> Option<&str> {
+        self.change.as_ref().map(Change::table)
+    }
+
+    /// What the statement did, if known.
+    pub fn operation(&self) -> Option<Operation> {
+        self.change.as_ref().map(Change::operation)
+    }
+
+    /// When the trigger sent it (the database's clock), if known.
+    pub fn sent_at(&self) -> Option<SystemTime> {
+        self.change.as_ref().map(Change::sent_at)
+    }
+
+    /// When this listener read it (this machine's clock).
+    pub fn received_at(&self) -> SystemTime {
+        self.received_at
+    }
+
+    /// `received_at - sent_at`, if the send time is known: the delay from the trigger to this
+    /// listener, including the rest of the writer's transaction (delivery is at commit). The two
+    /// clocks are different machines' when the database is elsewhere: a receive time before the
+    /// send time (clock skew) gives zero.
+    pub fn latency(&self) -> Option<Duration> {
+        self.sent_at().map(|sent| {
+            self.received_at
+                .duration_since(sent)
+                .unwrap_or(Duration::ZERO)
+        })
+    }
 }
 
 impl fmt::Display for TagBatch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "tags (from pid {}):", self.sender_pid)?;
+        match &self.change {
+            Some(change) => write!(
+                f,
+                "{} {} (from pid {}, latency {:?}):",
+                change.operation(),
+                change.table(),
+                self.sender_pid,
+                self.latency().unwrap_or_default()
+            )?,
+            None => write!(f, "tags (from pid {}):", self.sender_pid)?,
+        }
         for tag in self.tags.iter() {
             write!(f, " {tag}")?;
         }
@@ -324,197 +402,9 @@ impl fmt::Display for GapReason {
     }
 }
 
-/// What is wrong with a NOTIFY payload.
-///
-/// # Examples
-///
-/// ```
-/// use matroska_pg_capture::listener::{PayloadError, TagBatch};
-///
-/// let err = TagBatch::parse("not json", 0).unwrap_err();
-/// assert!(matches!(err, PayloadError::NotJson(_)));
-/// ```
-#[derive(Debug, Clone, thiserror::Error)]
-#[non_exhaustive]
-pub enum PayloadError {
-    /// The payload is not JSON.
-    #[error("the payload is not JSON")]
-    NotJson(#[source] Arc<serde_json::Error>),
-    /// The payload is JSON, but not an object with a numeric `v` and a `tags` array of strings.
-    #[error("the payload is not of the form {{\"v\":1,\"tags\":[...]}}: {reason}")]
-    Malformed {
-        /// What is missing or of the wrong type.
-        reason: &'static str,
-    },
-    /// A newer writer: this listener does not know the payload version.
-    #[error("unknown payload version {version} (this listener reads version 1); upgrade it")]
-    UnknownVersion {
-        /// The payload's version.
-        version: u64,
-    },
-    /// An element of `tags` is not a canonical tag.
-    #[error("{count} element(s) of \"tags\" are not canonical tags (first: {first})")]
-    BadTags {
-        /// How many elements were rejected.
-        count: usize,
-        /// Why the first one was rejected.
-        #[source]
-        first: Error,
-    },
-}
-
-/// Encodes tags as a version-1 payload, `{"v":1,"tags":[...]}`: what the triggers send, for Rust
-/// code that notifies by itself (and for tests). It does not split: keep one payload under
-/// PostgreSQL's 8,000-byte limit.
-///
-/// # Examples
-///
-/// ```
-/// use matroska_core::Dep;
-/// use matroska_pg_capture::listener::{TagBatch, encode_payload};
-///
-/// let tags = [Dep::id("article", 5).to_tag()?, Dep::kind("author").to_tag()?];
-/// let payload = encode_payload(&tags);
-/// assert_eq!(payload, r#"{"v":1,"tags":["i:article:5","a:author"]}"#);
-/// assert_eq!(TagBatch::parse(&payload, 0).unwrap().tags(), &tags);
-/// # Ok::<(), matroska_core::Error>(())
-/// ```
-pub fn encode_payload(tags: &[Tag]) -> String {
-    // Written by hand so that `v` comes first, as in the triggers' payloads.
-    let tags = serde_json::Value::from(tags.iter().map(Tag::as_str).collect::<Vec<_>>());
-    format!("{{\"v\":{PAYLOAD_VERSION},\"tags\":{tags}}}")
-}
-
-/// Reads a payload leniently: the tags that could be read (deduplicated, in order) and what was
-/// wrong, if anything. Never panics.
-pub(crate) fn parse_payload(payload: &str) -> (Vec<Tag>, Option<PayloadError>) {
-    let value: serde_json::Value = match serde_json::from_str(payload) {
-        Ok(value) => value,
-        Err(error) => return (Vec::new(), Some(PayloadError::NotJson(Arc::new(error)))),
-    };
-    let malformed = |reason| (Vec::new(), Some(PayloadError::Malformed { reason }));
-    let Some(object) = value.as_object() else {
-        return malformed("it is not an object");
-    };
-    let Some(version) = object.get("v").and_then(serde_json::Value::as_u64) else {
-        return malformed("\"v\" is missing or not a non-negative integer");
-    };
-    if version != PAYLOAD_VERSION {
-        return (Vec::new(), Some(PayloadError::UnknownVersion { version }));
-    }
-    let Some(items) = object.get("tags").and_then(serde_json::Value::as_array) else {
-        return malformed("\"tags\" is missing or not an array");
-    };
-    let mut seen = HashSet::with_capacity(items.len());
-    let mut tags = Vec::with_capacity(items.len());
-    let mut rejected = 0;
-    let mut first = None;
-    for item in items {
-        let parsed = match item.as_str() {
-            Some(text) => Tag::parse(text),
-            None => Err(Error::InvalidDep {
-                reason: format!("{item} is not a string"),
-            }),
-        };
-        match parsed {
-            Ok(tag) => {
-                if seen.insert(tag.clone()) {
-                    tags.push(tag);
-                }
-            }
-            Err(error) => {
-                rejected += 1;
-                first.get_or_insert(error);
-            }
-        }
-    }
-    let error = first.map(|first| PayloadError::BadTags {
-        count: rejected,
-        first,
-    });
-    (tags, error)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn strs(tags: &[Tag]) -> Vec<&str> {
-        tags.iter().map(Tag::as_str).collect()
-    }
-
-    #[test]
-    fn reads_the_contract_example() {
-        let (tags, error) = parse_payload(
-            r#"{"v":1,"tags":["i:article:5","s:article:category='news&published=true","a:author"]}"#,
-        );
-        assert!(error.is_none());
-        assert_eq!(
-            strs(&tags),
-            [
-                "i:article:5",
-                "s:article:category='news&published=true",
-                "a:author"
-            ]
-        );
-    }
-
-    #[test]
-    fn ignores_unknown_fields_and_deduplicates() {
-        let (tags, error) =
-            parse_payload(r#"{"v":1,"tags":["i:a:1","i:a:1","g:x"],"txid":99,"extra":{}}"#);
-        assert!(error.is_none());
-        assert_eq!(strs(&tags), ["i:a:1", "g:x"]);
-    }
-
-    #[test]
-    fn keeps_the_readable_tags_of_a_damaged_payload() {
-        let (tags, error) = parse_payload(r#"{"v":1,"tags":["i:a:1","bogus",7,"a:b"]}"#);
-        assert_eq!(strs(&tags), ["i:a:1", "a:b"]);
-        match error {
-            Some(PayloadError::BadTags { count: 2, first }) => {
-                assert!(first.to_string().contains("bogus"), "{first}");
-            }
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn rejects_everything_else_without_panicking() {
-        for (payload, expect) in [
-            ("", "NotJson"),
-            ("{", "NotJson"),
-            ("[1]", "Malformed"),
-            ("null", "Malformed"),
-            (r#"{"tags":[]}"#, "Malformed"),
-            (r#"{"v":"1","tags":[]}"#, "Malformed"),
-            (r#"{"v":-1,"tags":[]}"#, "Malformed"),
-            (r#"{"v":1}"#, "Malformed"),
-            (r#"{"v":1,"tags":"i:a:1"}"#, "Malformed"),
-            (r#"{"v":2,"tags":["i:a:1"]}"#, "UnknownVersion"),
-            (r#"{"v":0}"#, "UnknownVersion"),
-        ] {
-            let (tags, error) = parse_payload(payload);
-            assert!(tags.is_empty(), "{payload}");
-            let error = error.unwrap_or_else(|| panic!("{payload} was accepted"));
-            assert!(
-                format!("{error:?}").starts_with(expect),
-                "{payload}: {error:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn encode_round_trips_awkward_tags() {
-        let tags = vec![
-            Tag::parse("s:article:category='n%22ws\"&published=true").unwrap(),
-            Tag::parse("g:caf\u{e9} \\ \u{1f600}").unwrap(),
-        ];
-        let payload = encode_payload(&tags);
-        let (back, error) = parse_payload(&payload);
-        assert!(error.is_none());
-        assert_eq!(back, tags);
-    }
 
     #[test]
     fn displays_one_line_per_event() {

@@ -15,7 +15,8 @@ use tokio_postgres::{Client, Notification, SimpleQueryMessage};
 use super::apply::Applier;
 use super::backoff::Backoff;
 use super::config::{ListenerConfig, Settings, quote_ident};
-use super::event::{Event, Gap, GapReason, TagBatch, parse_payload};
+use super::event::{Event, Gap, GapReason, TagBatch};
+use super::payload::parse_payload;
 use super::strategy::Strategy;
 use matroska_postgres::__private::Dispatch;
 use matroska_postgres::__private::{STORE, is_auth_failure, pg};
@@ -177,11 +178,16 @@ impl Shared {
             return;
         }
         self.notifications.fetch_add(1, Ordering::Relaxed);
-        let (tags, error) = parse_payload(notification.payload());
-        if !tags.is_empty() {
-            let _ = sender.send(Event::Tags(TagBatch::new(tags, notification.process_id())));
+        let parsed = parse_payload(notification.payload());
+        // A statement whose tags an earlier one of its transaction sent is still an event.
+        if !parsed.tags.is_empty() || parsed.change.is_some() {
+            let _ = sender.send(Event::Tags(TagBatch::from_parts(
+                parsed.tags,
+                parsed.change,
+                notification.process_id(),
+            )));
         }
-        if let Some(error) = error {
+        if let Some(error) = parsed.error {
             self.bad_payloads.fetch_add(1, Ordering::Relaxed);
             let payload = notification.payload();
             let shown: String = payload.chars().take(200).collect();

@@ -20,13 +20,22 @@
 //!
 //! # The payload
 //!
-//! Each `NOTIFY` on the channel carries `{"v":1,"tags":["i:article:5","a:author",...]}`: version
-//! 1 and canonical tags (see [`matroska_core::tag`]). PostgreSQL delivers notifications at commit
-//! only (a rolled-back transaction sends nothing), in commit order, and folds identical payloads
-//! of one transaction. A transaction may send several. Unknown object fields are ignored; an
-//! unknown version, a payload that is not such an object, or a tag that does not parse is a
-//! [`Gap`] ([`GapReason::BadPayload`]), with the readable tags still delivered. [`encode_payload`]
-//! writes the format.
+//! Each `NOTIFY` on the channel carries one statement's event,
+//! `{"v":1,"table":"public.articles","op":"update","at":1764619200000000,"tags":["i:article:5",...]}`:
+//! version 1, the schema-qualified table the statement changed, the operation (`insert`,
+//! `update`, `delete`, `truncate`), the send time in microseconds since the Unix epoch by the
+//! database's clock, and canonical tags (see [`matroska_core::tag`]). A [`TagBatch`] gives them
+//! as [`TagBatch::table`], [`TagBatch::operation`], [`TagBatch::sent_at`], plus the receive time
+//! and [`TagBatch::latency`]. PostgreSQL delivers notifications at commit only (a rolled-back
+//! transaction sends nothing), in commit order. A statement may send several (large tag sets
+//! are split under 8,000 bytes); a tag an earlier statement of the transaction sent is not sent
+//! again, so a statement's event may carry no tags.
+//!
+//! Versions: triggers installed before (format 2) send `{"v":1,"tags":[...]}`, read as a batch
+//! without a [`Change`]; a listener from before reads the new payloads' tags and ignores the
+//! rest (unknown fields are ignored). An unknown version, a payload that is not such an object,
+//! or a tag that does not parse is a [`Gap`] ([`GapReason::BadPayload`]), with the readable tags
+//! still delivered. [`encode_payload`] and [`encode_change_payload`] write the format.
 //!
 //! # Gaps: what the listener cannot vouch for
 //!
@@ -59,6 +68,7 @@ mod backoff;
 mod config;
 mod event;
 mod listen;
+mod payload;
 mod strategy;
 mod worker;
 
@@ -67,8 +77,9 @@ mod tests;
 
 pub use self::apply::{Applied, Applier, ApplierHandle, ApplierStats, GapAction};
 pub use self::config::{DEFAULT_CHANNEL, ListenerConfig};
-pub use self::event::{
-    Event, Gap, GapReason, PAYLOAD_VERSION, PayloadError, TagBatch, encode_payload,
-};
+pub use self::event::{Event, Gap, GapReason, TagBatch};
 pub use self::listen::{Listener, ListenerStatus, Subscription};
+pub use self::payload::{
+    Change, Operation, PAYLOAD_VERSION, PayloadError, encode_change_payload, encode_payload,
+};
 pub use self::strategy::Strategy;

@@ -17,6 +17,7 @@
 #[path = "../capture_support/mod.rs"]
 mod capture_support;
 
+mod events;
 mod hierarchy;
 mod install;
 mod stores;

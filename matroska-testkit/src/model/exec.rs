@@ -15,6 +15,8 @@ use super::reference::{FillRule, Model, Span, Token, Tri};
 use super::timing::Timing;
 use crate::Harness;
 
+mod batch;
+
 /// How many fill tokens and held loads a case keeps at most.
 const KEEP: usize = 6;
 
@@ -211,6 +213,19 @@ impl<'h, H: Harness> Case<'h, H> {
                 self.h.housekeep(&self.stores[0]).await;
                 Ok(())
             }
+            Op::GetMany { on, keys } => self.get_many(on, keys).await,
+            Op::PutMany {
+                on,
+                keys,
+                tags,
+                life,
+            } => self.put_many(on, keys, tags, life).await,
+            Op::FillMany {
+                on,
+                tokens,
+                tags,
+                life,
+            } => self.fill_many(on, tokens, tags, life).await,
         }
     }
 

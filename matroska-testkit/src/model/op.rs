@@ -70,6 +70,23 @@ pub(crate) enum Op {
     LoseState,
     /// The store's housekeeping runs to completion.
     Housekeep,
+    /// `get_many` of a set of keys (a bit mask, read in key order); misses keep their tokens.
+    GetMany { on: u8, keys: u8 },
+    /// `put_many` without tokens: every key of the set, each with these tags.
+    PutMany {
+        on: u8,
+        keys: u8,
+        tags: u8,
+        life: Life,
+    },
+    /// `put_many` of two kept fill tokens (one when both are for the same key), each with its
+    /// own tags.
+    FillMany {
+        on: u8,
+        tokens: (u8, u8),
+        tags: (u8, u8),
+        life: Life,
+    },
 }
 
 /// How many advance steps there are (see `Timing::step`).
@@ -118,6 +135,9 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (on(), key(), any::<bool>()).prop_map(|(on, key, lease)| Op::BeginFill { on, key, lease }),
         1 => Just(Op::LoseState),
         2 => Just(Op::Housekeep),
+        6 => (on(), 1_u8..(1 << KEYS)).prop_map(|(on, keys)| Op::GetMany { on, keys }),
+        3 => (on(), 1_u8..(1 << KEYS), tags(), life()).prop_map(|(on, keys, tags, life)| Op::PutMany { on, keys, tags, life }),
+        6 => (on(), any::<(u8, u8)>(), (tags(), tags()), life()).prop_map(|(on, tokens, tags, life)| Op::FillMany { on, tokens, tags, life }),
     ]
 }
 
