@@ -440,7 +440,13 @@ impl<S: Store, C: Codec> Cache<S, C> {
             let (_, mine) = split::<C>(inner.schema, &bytes).ok()?;
             (payload == mine).then_some(meta.last_modified_ms)
         });
-        let (meta, ttl) = inner.policy.stamp(key, ttl, loaded.refresh_after, modified);
+        let (meta, ttl) = inner.policy.stamp(
+            key,
+            ttl,
+            loaded.refresh_after,
+            loaded.refresh_jitter,
+            modified,
+        );
         restamp(&mut bytes, meta);
         let bytes = Bytes::from(bytes);
         self.check_value(&bytes, ttl)?;
