@@ -1,5 +1,7 @@
 //! [`PgStore`] against raw `tokio-postgres` on the same server, in the same run: one connection
-//! each (the store's pool holds one), sequential calls, ~200-byte values.
+//! each (the store's pool holds one), with the same session settings (the raw connection gets the
+//! store's `-c` options: `statement_timeout`, `plan_cache_mode`, ..., which cost the server a few
+//! microseconds per statement whoever sends it), sequential calls, ~200-byte values.
 //!
 //! Operations (one [`Row`] each; each sample times `KEYS` calls, setup is never timed):
 //!
@@ -7,6 +9,11 @@
 //!   `SELECT value` on an UNLOGGED table holding the same keys and values (target 1.3);
 //! - `get_miss`: [`Store::get`] of an absent key (a miss with its fill token) vs the same
 //!   `SELECT` of an absent key;
+//! - `get_hit_sql`: the store's own get statement (text from the store) sent by the raw client
+//!   vs the raw `SELECT`: what the statement costs the server, with no store code in the way;
+//! - `get_hit_client`: [`Store::get`] of a present key vs the raw client sending the store's
+//!   get statement: what the store's client path (pool checkout, statement cache, operation
+//!   timeout, decoding) costs on top of it. `get_hit` is about the product of these two;
 //! - `put_3_tags_ttl`: [`Store::put`] with 3 tags and a TTL, replacing a present key, vs a
 //!   prepared single-row upsert (`INSERT .. ON CONFLICT (key) DO UPDATE`) (target 2.0);
 //! - `fill_3_tags_ttl`: the same put with a fill token (the stamps check), vs the same upsert;
@@ -48,6 +55,8 @@ const BASELINE: &str = "tokio-postgres";
 pub(crate) const OPS: &[&str] = &[
     "get_hit",
     "get_miss",
+    "get_hit_sql",
+    "get_hit_client",
     "put_3_tags_ttl",
     "fill_3_tags_ttl",
     "invalidate_10",
@@ -57,6 +66,8 @@ struct Fixture {
     store: PgStore,
     raw: tokio_postgres::Client,
     select: tokio_postgres::Statement,
+    /// The store's get statement, on the raw connection.
+    store_get: tokio_postgres::Statement,
     upsert: tokio_postgres::Statement,
     delete: tokio_postgres::Statement,
     value: Bytes,
@@ -79,7 +90,10 @@ impl Fixture {
             .pool_size(1)
             .build()?;
         store.migrate().await?;
-        let (raw, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+        let (get_text, options) = store.get_statement_and_options();
+        let mut raw_config: tokio_postgres::Config = url.parse()?;
+        raw_config.options(options);
+        let (raw, connection) = raw_config.connect(tokio_postgres::NoTls).await?;
         tokio::spawn(async move {
             let _ = connection.await;
         });
@@ -94,6 +108,7 @@ impl Fixture {
                 "SELECT value FROM {baseline_schema}.kv WHERE key = $1"
             ))
             .await?;
+        let store_get = raw.prepare(get_text).await?;
         let upsert = raw
             .prepare(&format!(
                 "INSERT INTO {baseline_schema}.kv (key, value) VALUES ($1, $2)
@@ -127,6 +142,7 @@ impl Fixture {
             store,
             raw,
             select,
+            store_get,
             upsert,
             delete,
             value: Bytes::from(vec![b'v'; VALUE_LEN]),
@@ -188,6 +204,14 @@ impl Fixture {
         let start = Instant::now();
         for key in keys {
             black_box(self.raw.query_opt(&self.select, &[&key.as_str()]).await?);
+        }
+        Ok(ns_per_op(start.elapsed(), KEYS))
+    }
+
+    async fn raw_store_get(&self, keys: &[Key]) -> Result<f64> {
+        let start = Instant::now();
+        for key in keys {
+            black_box(self.raw.query(&self.store_get, &[&key.as_str()]).await?);
         }
         Ok(ns_per_op(start.elapsed(), KEYS))
     }
@@ -309,6 +333,29 @@ async fn measure(plan: Plan<'_>, fx: &Fixture) -> Result<Vec<Row>> {
         .await?;
         rows.push(row("get_miss", m.ours_ns, m.baseline_ns));
     }
+    if plan.wants("get_hit_sql") {
+        let m = interleave(
+            plan,
+            async || fx.raw_store_get(&fx.keys).await,
+            async || fx.raw_get(&fx.keys).await,
+        )
+        .await?;
+        rows.push(row("get_hit_sql", m.ours_ns, m.baseline_ns));
+    }
+    if plan.wants("get_hit_client") {
+        let m = interleave(
+            plan,
+            async || fx.ours_get(&fx.keys).await,
+            async || fx.raw_store_get(&fx.keys).await,
+        )
+        .await?;
+        rows.push(row_vs(
+            "get_hit_client",
+            "raw+store SQL",
+            m.ours_ns,
+            m.baseline_ns,
+        ));
+    }
     if plan.wants("put_3_tags_ttl") {
         let m = interleave(
             plan,
@@ -340,5 +387,9 @@ async fn measure(plan: Plan<'_>, fx: &Fixture) -> Result<Vec<Row>> {
 }
 
 fn row(op: &'static str, ours_ns: f64, baseline_ns: f64) -> Row {
-    Row::new("postgres", op, BASELINE, ours_ns, baseline_ns)
+    row_vs(op, BASELINE, ours_ns, baseline_ns)
+}
+
+fn row_vs(op: &'static str, baseline: &'static str, ours_ns: f64, baseline_ns: f64) -> Row {
+    Row::new("postgres", op, baseline, ours_ns, baseline_ns)
 }

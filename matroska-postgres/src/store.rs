@@ -247,6 +247,18 @@ impl PgStore {
         &self.inner.schema
     }
 
+    /// The text of the statement a [`Store::get`] runs, and the session options (`-c ..`) of
+    /// the store's connections: for matroska-bench, which runs the same statement on a bare
+    /// `tokio-postgres` connection with the same settings, to tell the statement's server-side
+    /// cost from the store's client path. Not a stable interface.
+    ///
+    /// [`Store::get`]: matroska_core::store::Store::get
+    #[doc(hidden)]
+    pub fn get_statement_and_options(&self) -> (&str, &str) {
+        let options = self.inner.pool.manager().pg.get_options().unwrap_or("");
+        (&self.inner.sql.get, options)
+    }
+
     /// The fill window this handle was configured with (the schema records it at `migrate`).
     ///
     /// # Examples
