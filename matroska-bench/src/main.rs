@@ -17,6 +17,7 @@ mod harness;
 mod memory;
 mod postgres;
 mod redis;
+mod refresh;
 mod report;
 
 use std::ffi::OsString;
@@ -44,8 +45,10 @@ Options:
                     redis    RedisStore vs raw commands on its connection (needs --redis-url)
   --op OP         measure only this operation (repeatable; default: all), e.g. for profiling;
                     memory: get_hit get_miss put_3_tags invalidate_1000 invalidate_1000_reclaimed
+                      refresh_ahead
                     postgres: get_hit get_miss put_3_tags_ttl fill_3_tags_ttl invalidate_10
                     redis: get_hit get_miss put_3_tags_ttl fill_3_tags_ttl invalidate_10 get_hit_64
+                      refresh_ahead
   --postgres-url URL  the PostgreSQL server of --store postgres (a superuser or a role that may
                     create schemas; the run creates and drops its own schemas)
   --redis-url URL the Redis server of --store redis (the run uses its own key prefixes and

@@ -239,6 +239,9 @@ pub(crate) async fn run(plan: Plan<'_>) -> Result<Vec<Row>> {
             rows.push(row(op, m.ours_ns, m.baseline_ns).target(1.0));
         }
     }
+    if plan.wants(crate::refresh::OP) {
+        rows.extend(crate::refresh::run_memory(plan).await?);
+    }
     Ok(rows)
 }
 
@@ -249,6 +252,7 @@ pub(crate) const OPS: &[&str] = &[
     "put_3_tags",
     "invalidate_1000",
     "invalidate_1000_reclaimed",
+    crate::refresh::OP,
 ];
 
 fn row(op: &'static str, ours_ns: f64, baseline_ns: f64) -> Row {

@@ -63,6 +63,7 @@ pub(crate) const OPS: &[&str] = &[
     "fill_3_tags_ttl",
     "invalidate_10",
     "get_hit_64",
+    crate::refresh::OP,
 ];
 
 struct Fixture {
@@ -336,7 +337,11 @@ pub(crate) async fn run(plan: Plan<'_>, url: &str) -> Result<Vec<Row>> {
     let fx = Fixture::new(url).await?;
     let rows = measure(plan, &fx).await;
     fx.drop().await?;
-    rows
+    let mut rows = rows?;
+    if plan.wants(crate::refresh::OP) {
+        rows.extend(crate::refresh::run_redis(plan, url).await?);
+    }
+    Ok(rows)
 }
 
 async fn measure(plan: Plan<'_>, fx: &Fixture) -> Result<Vec<Row>> {

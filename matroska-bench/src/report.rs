@@ -28,6 +28,9 @@ pub(crate) struct Row {
     /// The ratio the store should stay at or below, if the operation has a target.
     #[serde(skip)]
     pub(crate) target: Option<f64>,
+    /// More fields of the row (a JSON object), for operations that measure more than a time.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub(crate) extra: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 impl Row {
@@ -54,7 +57,17 @@ impl Row {
             ratio: round_to(ratio, 1000.0),
             ops_per_sec: (ours_ns > 0.0).then(|| (1e9 / ours_ns).round()),
             target: None,
+            extra: None,
         }
+    }
+
+    /// Adds fields to the row (a JSON object; anything else is ignored).
+    #[must_use]
+    pub(crate) fn extra(mut self, fields: serde_json::Value) -> Self {
+        if let serde_json::Value::Object(fields) = fields {
+            self.extra = Some(fields);
+        }
+        self
     }
 
     /// Sets the ratio this operation should stay at or below.
@@ -106,6 +119,13 @@ pub(crate) fn write_table(out: &mut impl Write, rows: &[Row]) -> io::Result<()> 
             "{:<9} {:<27} {:>12.1} {:<9} {:>12.1} {:>7.3} {:>13}  {target}",
             row.store, row.op, row.ours_ns, row.baseline, row.baseline_ns, row.ratio, ops
         )?;
+        if let Some(extra) = &row.extra {
+            writeln!(
+                out,
+                "          {}",
+                serde_json::Value::Object(extra.clone())
+            )?;
+        }
     }
     Ok(())
 }

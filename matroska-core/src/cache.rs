@@ -452,7 +452,7 @@ impl<S: Store, C: Codec> Cache<S, C> {
         let tags = entry_tags(deps)?;
         let ttl = ttl.or(self.inner.default_ttl);
         check_ttl(ttl)?;
-        let (meta, ttl) = self.inner.policy.stamp(key, ttl, None, None);
+        let (meta, ttl) = self.inner.policy.stamp(key, ttl, None, None, None);
         let mut bytes = Vec::from(bytes);
         crate::codec::restamp(&mut bytes, meta);
         let bytes = Bytes::from(bytes);

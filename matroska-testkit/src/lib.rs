@@ -211,6 +211,7 @@ macro_rules! conformance {
                 a_refresh_racing_an_invalidation_is_not_stored,
                 one_refresher_across_two_caches,
                 fail_safe_serves_the_expired_value_after_an_error_never_an_invalidated_one,
+                fail_safe_never_serves_a_value_invalidated_during_the_load,
                 fail_safe_ends_at_the_maximum_staleness,
                 soft_and_hard_timeouts,
                 old_envelopes_still_decode,

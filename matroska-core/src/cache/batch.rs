@@ -280,7 +280,10 @@ impl<S: Store, C: Codec> Cache<S, C> {
         let tags = entry_tags(&loaded.deps)?;
         let ttl = loaded.ttl.or(inner.default_ttl);
         crate::store::check_ttl(ttl)?;
-        let (meta, ttl) = inner.policy.stamp(key, ttl, loaded.refresh_after, None);
+        let (meta, ttl) =
+            inner
+                .policy
+                .stamp(key, ttl, loaded.refresh_after, loaded.refresh_jitter, None);
         restamp(&mut bytes, meta);
         let bytes = Bytes::from(bytes);
         self.check_value(&bytes, ttl)?;

@@ -204,11 +204,7 @@ impl<S: Store, C: Codec> CacheBuilder<S, C> {
     /// # let _ = cache;
     /// ```
     pub fn refresh_jitter(mut self, fraction: f64) -> Self {
-        self.policy.jitter = if fraction.is_nan() {
-            0.0
-        } else {
-            fraction.clamp(0.0, 0.9)
-        };
+        self.policy.jitter = super::policy::clamp_jitter(fraction);
         self
     }
 

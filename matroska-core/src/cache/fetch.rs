@@ -27,6 +27,7 @@ use crate::store::{FillToken, Lookup, Store};
 /// The last good value of a key, past its logical expiry: a fail-safe fallback, and the bytes a
 /// reload compares with (for `last_modified`).
 pub(super) struct Previous<T> {
+    pub(super) key: Key,
     pub(super) value: T,
     pub(super) meta: Meta,
     pub(super) bytes: Bytes,
@@ -211,7 +212,12 @@ impl<S: Store, C: Codec> Cache<S, C> {
                 }
                 Found::Expired(value, meta, bytes) => {
                     let token = self.reload_token(key).await?;
-                    previous = Some(Previous { value, meta, bytes });
+                    previous = Some(Previous {
+                        key: key.clone(),
+                        value,
+                        meta,
+                        bytes,
+                    });
                     token
                 }
                 Found::Miss(token) => token,
@@ -259,6 +265,7 @@ impl<S: Store, C: Codec> Cache<S, C> {
                 Some(Err(err)) => {
                     return self
                         .fall_back(err, previous)
+                        .await
                         .map(|fetched| Settled::Done(fetched, None));
                 }
                 // The leader was cancelled or panicked: try again.
@@ -293,19 +300,41 @@ impl<S: Store, C: Codec> Cache<S, C> {
 
     /// Fail-safe: the last good value instead of a failed or timed-out load's error, while it is
     /// within the maximum staleness. Any other error, or no usable fallback: the error.
-    pub(super) fn fall_back<T>(
+    ///
+    /// The fallback was read before the load; an invalidation (or a delete, a clear) may have
+    /// removed it while the load ran. So the store is read again, and the fallback is served only
+    /// if the store still holds exactly those bytes: an invalidated value is never served, not
+    /// even one invalidated during the call.
+    pub(super) async fn fall_back<T>(
         &self,
         err: Error,
         previous: Option<Previous<T>>,
     ) -> Result<Fetched<T>> {
         let fails_safe = matches!(err, Error::Loader(_) | Error::Timeout { .. });
-        match previous {
-            Some(previous) if fails_safe && self.inner.policy.fallback_usable(&previous.meta) => {
+        let Some(previous) = previous else {
+            return Err(err);
+        };
+        if !fails_safe || !self.inner.policy.fallback_usable(&previous.meta) {
+            return Err(err);
+        }
+        match self
+            .timed(Op::Get, self.inner.store.get(&previous.key))
+            .await
+        {
+            Ok(Lookup::Hit(bytes)) if bytes == previous.bytes => {
                 bump(&self.inner.counters.stale_served);
                 tracing::warn!(error = %err, "load failed; serving the last good value (fail-safe)");
                 Ok(Fetched::new(previous.value, Origin::Stale, previous.meta))
             }
-            _ => Err(err),
+            Ok(_) => {
+                tracing::debug!(error = %err, "load failed; the last good value is gone (invalidated, deleted or replaced)");
+                Err(err)
+            }
+            Err(check) => {
+                self.count_store_error();
+                tracing::warn!(error = %err, check = %check, "load failed, and the fail-safe value could not be checked");
+                Err(err)
+            }
         }
     }
 
@@ -366,7 +395,7 @@ impl<S: Store, C: Codec> Cache<S, C> {
             Ok(Ok(loaded)) => loaded,
             Ok(Err(err)) => {
                 publish(leader, Err(err.clone()));
-                return self.fall_back(err, previous);
+                return self.fall_back(err, previous).await;
             }
             Err(panic) => {
                 publish(leader, Err(Error::LoaderPanicked));
@@ -411,7 +440,13 @@ impl<S: Store, C: Codec> Cache<S, C> {
             let (_, mine) = split::<C>(inner.schema, &bytes).ok()?;
             (payload == mine).then_some(meta.last_modified_ms)
         });
-        let (meta, ttl) = inner.policy.stamp(key, ttl, loaded.refresh_after, modified);
+        let (meta, ttl) = inner.policy.stamp(
+            key,
+            ttl,
+            loaded.refresh_after,
+            loaded.refresh_jitter,
+            modified,
+        );
         restamp(&mut bytes, meta);
         let bytes = Bytes::from(bytes);
         self.check_value(&bytes, ttl)?;

@@ -28,6 +28,7 @@ pub struct Loaded<T> {
     pub(crate) deps: Vec<Dep>,
     pub(crate) ttl: Option<Duration>,
     pub(crate) refresh_after: Option<Duration>,
+    pub(crate) refresh_jitter: Option<f64>,
 }
 
 impl<T> Loaded<T> {
@@ -45,6 +46,7 @@ impl<T> Loaded<T> {
             deps: Vec::new(),
             ttl: None,
             refresh_after: None,
+            refresh_jitter: None,
         }
     }
 
@@ -109,6 +111,21 @@ impl<T> Loaded<T> {
     /// ```
     pub fn refresh_after(mut self, after: Duration) -> Self {
         self.refresh_after = Some(after);
+        self
+    }
+
+    /// Moves this entry's refresh point earlier by a random share of up to `fraction` of it
+    /// (instead of the cache's [`refresh_jitter`](crate::CacheBuilder::refresh_jitter); clamped
+    /// to 0..=0.9).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let loaded = matroska_core::Loaded::new(1).refresh_jitter(0.1);
+    /// # let _ = loaded;
+    /// ```
+    pub fn refresh_jitter(mut self, fraction: f64) -> Self {
+        self.refresh_jitter = Some(fraction);
         self
     }
 

@@ -32,6 +32,15 @@ pub(crate) struct Policy {
     pub(crate) hard_timeout: Option<Duration>,
 }
 
+/// A jitter fraction in 0..=0.9 (NaN: none).
+pub(crate) fn clamp_jitter(fraction: f64) -> f64 {
+    if fraction.is_nan() {
+        0.0
+    } else {
+        fraction.clamp(0.0, 0.9)
+    }
+}
+
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -52,8 +61,10 @@ impl Policy {
         key: &Key,
         ttl: Option<Duration>,
         refresh_after: Option<Duration>,
+        jitter: Option<f64>,
         modified_ms: Option<u64>,
     ) -> (Meta, Option<Duration>) {
+        let jitter = jitter.map_or(self.jitter, clamp_jitter);
         let now = self.now_ms();
         let point = match (refresh_after, ttl, self.refresh_fraction) {
             (Some(after), Some(ttl), _) if after >= ttl => None,
@@ -62,12 +73,12 @@ impl Policy {
             _ => None,
         };
         let refresh_at_ms = point.map_or(0, |point| {
-            let early = if self.jitter > 0.0 {
+            let early = if jitter > 0.0 {
                 // A uniform share of the jitter span, from a randomly keyed hash.
                 let roll = std::hash::RandomState::new().hash_one((key, now));
                 #[allow(clippy::cast_precision_loss)] // A 53-bit share is plenty.
                 let share = (roll >> 11) as f64 / (1_u64 << 53) as f64;
-                point.mul_f64(self.jitter * share)
+                point.mul_f64(jitter * share)
             } else {
                 Duration::ZERO
             };
@@ -155,15 +166,15 @@ mod tests {
         let p = policy(&clock);
         let k = Key::new("k").unwrap();
         let ttl = Some(Duration::from_secs(10));
-        let (meta, store_ttl) = p.stamp(&k, ttl, None, None);
+        let (meta, store_ttl) = p.stamp(&k, ttl, None, None, None);
         assert_eq!(meta.refresh_at_ms, 1_005_000);
         assert_eq!(meta.expires_at_ms, 1_010_000);
         assert_eq!(store_ttl, ttl);
-        let (meta, _) = p.stamp(&k, ttl, Some(Duration::from_secs(8)), None);
+        let (meta, _) = p.stamp(&k, ttl, Some(Duration::from_secs(8)), None, None);
         assert_eq!(meta.refresh_at_ms, 1_008_000);
-        let (meta, _) = p.stamp(&k, ttl, Some(Duration::from_secs(10)), None);
+        let (meta, _) = p.stamp(&k, ttl, Some(Duration::from_secs(10)), None, None);
         assert_eq!(meta.refresh_at_ms, 0, "a point at expiry is ignored");
-        let (meta, _) = p.stamp(&k, None, None, None);
+        let (meta, _) = p.stamp(&k, None, None, None, None);
         assert_eq!((meta.refresh_at_ms, meta.expires_at_ms), (0, 0));
     }
 
@@ -176,7 +187,7 @@ mod tests {
         let points: Vec<u64> = (0..200)
             .map(|i| {
                 let k = Key::new(format!("k{i}")).unwrap();
-                p.stamp(&k, ttl, None, None).0.refresh_at_ms
+                p.stamp(&k, ttl, None, None, None).0.refresh_at_ms
             })
             .collect();
         assert!(
@@ -185,6 +196,12 @@ mod tests {
         );
         let distinct: std::collections::HashSet<_> = points.iter().collect();
         assert!(distinct.len() > 100, "jitter spreads the points");
+        // An entry's own jitter wins over the cache's.
+        let k = Key::new("k").unwrap();
+        assert_eq!(
+            p.stamp(&k, ttl, None, Some(0.0), None).0.refresh_at_ms,
+            50_001
+        );
     }
 
     #[test]
@@ -194,7 +211,7 @@ mod tests {
         let mut p = policy(&clock);
         p.max_staleness = Some(Duration::from_secs(60));
         let k = Key::new("k").unwrap();
-        let (meta, store_ttl) = p.stamp(&k, Some(Duration::from_secs(10)), None, Some(7));
+        let (meta, store_ttl) = p.stamp(&k, Some(Duration::from_secs(10)), None, None, Some(7));
         assert_eq!(store_ttl, Some(Duration::from_secs(70)));
         assert_eq!(
             meta.last_modified_ms, 7,
@@ -213,11 +230,11 @@ mod tests {
         clock.advance(Duration::from_secs(100));
         let p = policy(&clock);
         let k = Key::new("k").unwrap();
-        let (meta, _) = p.stamp(&k, Some(Duration::from_secs(10)), None, None);
+        let (meta, _) = p.stamp(&k, Some(Duration::from_secs(10)), None, None, None);
         assert_eq!(p.lease_for(&meta), Duration::from_secs(5), "one interval");
         clock.advance(Duration::from_secs(8));
         assert_eq!(p.lease_for(&meta), Duration::from_secs(2), "until expiry");
-        let (meta, _) = p.stamp(&k, Some(Duration::from_secs(1000)), None, None);
+        let (meta, _) = p.stamp(&k, Some(Duration::from_secs(1000)), None, None, None);
         assert_eq!(p.lease_for(&meta), DEFAULT_REFRESH_LEASE, "at most the cap");
     }
 

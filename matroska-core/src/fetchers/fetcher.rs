@@ -16,7 +16,7 @@ type Load<Q, T> = dyn Fn(Q) -> BoxFuture<'static, Result<Loaded<T>, BoxError>> +
 
 /// A loader for one data type, registered once in [`Fetchers`](super::Fetchers): a name, the
 /// loader from a typed query `Q` to a value `T`, and the time to live and refresh point of the
-/// entries it fills (a [`Loaded`] that sets its own wins).
+/// entries it fills, with its jitter (a [`Loaded`] that sets its own wins).
 ///
 /// # Examples
 ///
@@ -39,6 +39,7 @@ pub struct Fetcher<Q, T> {
     pub(super) load: Arc<Load<Q, T>>,
     pub(super) ttl: Option<Duration>,
     pub(super) refresh_after: Option<Duration>,
+    pub(super) jitter: Option<f64>,
 }
 
 impl<Q, T> Clone for Fetcher<Q, T> {
@@ -48,6 +49,7 @@ impl<Q, T> Clone for Fetcher<Q, T> {
             load: Arc::clone(&self.load),
             ttl: self.ttl,
             refresh_after: self.refresh_after,
+            jitter: self.jitter,
         }
     }
 }
@@ -58,6 +60,7 @@ impl<Q, T> fmt::Debug for Fetcher<Q, T> {
             .field("name", &self.name)
             .field("ttl", &self.ttl)
             .field("refresh_after", &self.refresh_after)
+            .field("jitter", &self.jitter)
             .finish_non_exhaustive()
     }
 }
@@ -89,6 +92,7 @@ impl<Q: Send + 'static, T: Send + 'static> Fetcher<Q, T> {
             load: Arc::new(load),
             ttl: None,
             refresh_after: None,
+            jitter: None,
         }
     }
 }
@@ -125,6 +129,23 @@ impl<Q, T> Fetcher<Q, T> {
         self
     }
 
+    /// Moves its entries' refresh points earlier by a random share of up to `fraction` (default:
+    /// the cache's [`refresh_jitter`](crate::CacheBuilder::refresh_jitter)), so that keys loaded
+    /// together are not refreshed together.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let fetcher = matroska_core::fetchers::Fetcher::new("a", |(): ()| async { Ok::<_, std::io::Error>(matroska_core::Loaded::new(1)) });
+    /// let fetcher = fetcher.jitter(0.1);
+    /// # let _ = fetcher;
+    /// ```
+    #[must_use]
+    pub fn jitter(mut self, fraction: f64) -> Self {
+        self.jitter = Some(fraction);
+        self
+    }
+
     /// Its name.
     ///
     /// # Examples
@@ -146,7 +167,12 @@ impl<Q, T> Fetcher<Q, T> {
         Q: Send + 'static,
         T: 'static,
     {
-        let (load, ttl, refresh_after) = (Arc::clone(&self.load), self.ttl, self.refresh_after);
+        let (load, ttl, refresh_after, jitter) = (
+            Arc::clone(&self.load),
+            self.ttl,
+            self.refresh_after,
+            self.jitter,
+        );
         move || {
             let fut = load(query);
             Box::pin(async move {
@@ -156,6 +182,9 @@ impl<Q, T> Fetcher<Q, T> {
                 }
                 if loaded.refresh_after.is_none() {
                     loaded.refresh_after = refresh_after;
+                }
+                if loaded.refresh_jitter.is_none() {
+                    loaded.refresh_jitter = jitter;
                 }
                 Ok(loaded)
             })

@@ -69,6 +69,7 @@ mod config;
 mod event;
 mod listen;
 mod payload;
+mod session;
 mod strategy;
 mod worker;
 

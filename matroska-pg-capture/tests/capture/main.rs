@@ -20,6 +20,7 @@ mod capture_support;
 mod events;
 mod hierarchy;
 mod install;
+mod notify_model;
 mod stores;
 mod tags;
 mod types;

@@ -328,6 +328,43 @@ pub async fn fail_safe_serves_the_expired_value_after_an_error_never_an_invalida
     assert_eq!(cache.stats().stale_served, 1);
 }
 
+/// A fallback read before the load is not served when its entry was invalidated while the load
+/// ran (the loader here invalidates, then fails).
+pub async fn fail_safe_never_serves_a_value_invalidated_during_the_load<H: Harness>(h: &H) {
+    let store = h.store().await;
+    let cache = cache(h, store.clone())
+        .default_ttl(Duration::from_secs(1))
+        .fail_safe(Duration::from_secs(60))
+        .build();
+    let (k, dep) = (key("failsafe:raced"), Dep::id("row", 8));
+    let good = {
+        let dep = dep.clone();
+        move || async move { Ok::<_, Down>(Loaded::new(8_u32).dep(dep)) }
+    };
+    cache.fetch(k.clone(), good.clone()).await.unwrap();
+    h.advance(&store, Duration::from_millis(1500)).await;
+    let writer = cache.clone();
+    let racing = move || async move {
+        // A write lands while the load runs; then the source fails.
+        writer.invalidate([dep]).await.unwrap();
+        Err::<Loaded<u32>, _>(Down)
+    };
+    let outcome = cache.fetch(k.clone(), racing).await;
+    assert!(
+        outcome.is_err(),
+        "the invalidated value was served: {outcome:?}"
+    );
+    assert_eq!(cache.stats().stale_served, 0);
+    // Without the write, the same failure serves the fallback.
+    cache.fetch(k.clone(), good).await.unwrap();
+    h.advance(&store, Duration::from_millis(1500)).await;
+    let stale = cache
+        .fetch(k, || async { Err::<Loaded<u32>, _>(Down) })
+        .await
+        .unwrap();
+    assert_eq!((stale.value, stale.origin), (8, Origin::Stale));
+}
+
 /// Past the maximum staleness the error surfaces.
 pub async fn fail_safe_ends_at_the_maximum_staleness<H: Harness>(h: &H) {
     let store = h.store().await;
