@@ -49,6 +49,20 @@
 //! after its token is rejected, and a read checks the entry's stamps. So no entry survives an
 //! invalidation, not even one racing with a load, and losing index metadata only causes misses.
 //!
+//! # Refresh ahead, fail-safe, item history
+//!
+//! - [`Cache::fetch_eager`] returns an entry past its refresh point at once and refreshes it in
+//!   the background ([`CacheBuilder::refresh_ahead`], [`Loaded::refresh_after`]): a normal
+//!   race-safe fill, one per key across processes through the store's refresh lease
+//!   ([`Store::begin_fill`]).
+//! - [`CacheBuilder::fail_safe`] keeps values past their logical expiry and returns the last good
+//!   one, as [`Origin::Stale`], when a load fails or passes its
+//!   [soft timeout](CacheBuilder::soft_timeout); never a value that was invalidated.
+//! - [`Fetched`] carries `last_retrieved` and `last_modified` from the value's envelope.
+//! - `matroska_core::fetchers` (feature `json`, on by default) registers a loader per data type,
+//!   keys typed queries canonically, and refreshes the keys read within an idle window ahead of
+//!   expiry.
+//!
 //! # Observability
 //!
 //! Three layers, from the cheapest to wire up:

@@ -216,16 +216,10 @@ impl PgStoreConfig {
     /// # Ok::<(), matroska_core::Error>(())
     /// ```
     pub fn from_url(url: &str) -> Result<Self> {
-        let (rest, tls) = crate::tls::TlsOptions::split(url)?;
-        let mut pg = rest
-            .parse::<tokio_postgres::Config>()
-            .map_err(|e| Error::Config(format!("invalid PostgreSQL connection string: {e}")))?;
-        if tls.mode_given {
-            pg.ssl_mode(tls.mode.driver_mode());
-        }
+        let (pg, connector) = crate::tls::parse_url(url)?;
         let mut config = Self::new(pg);
-        if tls.mode_given && tls.wants_tls() {
-            config.connector = crate::tls::connector_for(&tls)?;
+        if let Some(connector) = connector {
+            config.connector = connector;
         }
         Ok(config)
     }

@@ -10,8 +10,9 @@
 //! through the cache (`x-cache: hit | miss | shared`), every write through a transaction that
 //! invalidates exactly what it touched once it has committed: the models declare their scopes
 //! with `#[derive(CacheModel)]`, and the write helpers of `matroska-diesel` compute the rest.
-//! Its integration test (`tests/http.rs`) drives it over HTTP and checks every response
-//! against the database.
+//! Its integration tests drive it over HTTP: `tests/http.rs` checks every response against the
+//! database, `tests/listen.rs` that plain-SQL writes reach the cache with `--listen`. The
+//! README has the walkthrough.
 
 mod app;
 mod capture;

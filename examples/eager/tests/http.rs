@@ -2,7 +2,8 @@
 //! a read gets the cached value at once and a later read the refreshed one, with
 //! `last_modified` kept when the source did not change; a failing source serves the last good
 //! value marked `x-cache: stale`; unknown types are 404 and bad queries 400; two servers on one
-//! Redis refresh a key once per interval.
+//! Redis (in one process, and as two processes of the service's binary) refresh a key once per
+//! interval.
 //!
 //! The memory run is on a mock clock (no waiting); the Redis run needs `MATROSKA_TEST_REDIS_URL`
 //! (skipped without it, unless servers are required) and waits in real time.
@@ -55,11 +56,16 @@ impl Got {
 }
 
 async fn get(server: &Server, path: &str) -> Got {
+    get_at(&server.base, path).await.unwrap()
+}
+
+/// `GET base + path`; an error when nothing answers (yet).
+async fn get_at(base: &str, path: &str) -> Result<Got, String> {
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-    let request = Request::get(format!("{}{path}", server.base))
+    let request = Request::get(format!("{base}{path}"))
         .body(Empty::new())
         .unwrap();
-    let response = client.request(request).await.unwrap();
+    let response = client.request(request).await.map_err(|e| e.to_string())?;
     let status = response.status();
     let cache = response
         .headers()
@@ -67,11 +73,11 @@ async fn get(server: &Server, path: &str) -> Got {
         .map(|v| v.to_str().unwrap().to_owned())
         .unwrap_or_default();
     let body = response.into_body().collect().await.unwrap().to_bytes();
-    Got {
+    Ok(Got {
         status,
         cache,
         body: serde_json::from_slice(&body).unwrap(),
-    }
+    })
 }
 
 /// Waits (bounded) until the app's counters satisfy `done`: refreshes run in the background.
@@ -239,6 +245,112 @@ async fn two_servers_on_one_redis_refresh_a_key_once_per_interval() {
     );
     assert_eq!(sa.refreshes + sb.refreshes, 1, "{sa:?} {sb:?}");
 
+    let store = matroska_redis::RedisStore::builder(url.as_str())
+        .prefix(prefix)
+        .build()
+        .await
+        .unwrap();
+    store.remove_namespace().await.unwrap();
+}
+
+/// The service's binary, started on a free port; killed when dropped.
+struct Process {
+    child: std::process::Child,
+    base: String,
+}
+
+impl Process {
+    async fn start(args: &[&str]) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_matroska-eager"))
+            .args(["--bind", &format!("127.0.0.1:{port}")])
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let process = Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        };
+        for _ in 0..400 {
+            if get_at(&process.base, "/stats").await.is_ok() {
+                return process;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("the service did not answer on {}", process.base);
+    }
+
+    /// The loader runs of this process (misses and refreshes), from `GET /stats`.
+    async fn loads(&self) -> u64 {
+        let stats = get_at(&self.base, "/stats").await.unwrap().body;
+        stats["loads"].as_u64().unwrap()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Two processes of the service's binary on one Redis: a key is loaded once, and refreshed
+/// once per refresh interval by one of them (the store's lease), while both keep serving hits.
+#[tokio::test]
+async fn two_server_processes_on_one_redis_refresh_a_key_once_per_interval() {
+    let Some(url) = matroska_testkit::server_url("MATROSKA_TEST_REDIS_URL") else {
+        return;
+    };
+    let prefix = format!("eager-proc-{}", std::process::id());
+    let args = [
+        "--redis",
+        url.as_str(),
+        "--prefix",
+        prefix.as_str(),
+        "--ttl-ms",
+        "8000",
+        "--refresh-ms",
+        "2000",
+    ];
+    let (a, b) = (Process::start(&args).await, Process::start(&args).await);
+    let path = "/data/weather?city=Oslo";
+    assert_eq!(get_at(&a.base, path).await.unwrap().cache, "miss");
+    assert_eq!(
+        get_at(&b.base, path).await.unwrap().cache,
+        "hit",
+        "one cache"
+    );
+
+    // Past the refresh point both read on: hits, and one refresh between them.
+    tokio::time::sleep(Duration::from_millis(2300)).await;
+    for _ in 0..5 {
+        for p in [&a, &b] {
+            let got = get_at(&p.base, path).await.unwrap();
+            assert_eq!((got.status, got.cache.as_str()), (StatusCode::OK, "hit"));
+        }
+    }
+    let mut total = 0;
+    for _ in 0..400 {
+        total = a.loads().await + b.loads().await;
+        if total >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let total_after = a.loads().await + b.loads().await;
+    assert_eq!(
+        (total, total_after),
+        (2, 2),
+        "one load, then one refresh in the interval"
+    );
+
+    drop((a, b));
     let store = matroska_redis::RedisStore::builder(url.as_str())
         .prefix(prefix)
         .build()

@@ -19,12 +19,12 @@ use crate::key::{IntoKey, Key};
 use crate::store::{FillToken, Lookup, PutEntry, Store};
 use crate::tag::Tag;
 
-/// An encoded entry, ready for [`Store::put_many`].
-struct Sealed {
-    bytes: Bytes,
-    tags: Vec<Tag>,
-    ttl: Option<std::time::Duration>,
-    meta: Meta,
+/// An encoded entry with its envelope times, ready for [`Store::put`] or [`Store::put_many`].
+pub(super) struct Sealed {
+    pub(super) bytes: Bytes,
+    pub(super) tags: Vec<Tag>,
+    pub(super) ttl: Option<std::time::Duration>,
+    pub(super) meta: Meta,
 }
 
 impl<S: Store, C: Codec> Cache<S, C> {
@@ -105,7 +105,7 @@ impl<S: Store, C: Codec> Cache<S, C> {
         let mut sealed = Vec::new();
         for (key, loaded) in entries {
             let key = key.into_key()?;
-            sealed.push(self.seal_loaded(&key, &loaded)?);
+            sealed.push(self.seal_loaded(&key, &loaded, None)?);
             keys.push(key);
         }
         let batch: Vec<PutEntry<'_>> = keys
@@ -212,7 +212,7 @@ impl<S: Store, C: Codec> Cache<S, C> {
         let sealed = missing
             .iter()
             .zip(&loaded)
-            .map(|(&i, loaded)| self.seal_loaded(&keys[i], loaded))
+            .map(|(&i, loaded)| self.seal_loaded(&keys[i], loaded, None))
             .collect::<Result<Vec<_>>>()?;
         let stored = self.fill_many(&keys, &missing, &tokens, &sealed).await;
         for (((i, loaded), stored), sealed) in
@@ -266,10 +266,16 @@ impl<S: Store, C: Codec> Cache<S, C> {
         stored
     }
 
-    /// Encodes and checks a loaded value for a put, and stamps its envelope times as a single
-    /// fill does (item history, refresh point, logical expiry; the store's TTL longer by the
-    /// maximum staleness under fail-safe).
-    fn seal_loaded<T: Serialize>(&self, key: &Key, loaded: &Loaded<T>) -> Result<Sealed> {
+    /// Encodes and checks a loaded value for a put, and stamps its envelope times (item
+    /// history, refresh point, logical expiry; the store's TTL longer by the maximum staleness
+    /// under fail-safe). `last_modified` is kept from `before` (the envelope it replaces) when
+    /// the encoded value is byte-identical to it.
+    pub(super) fn seal_loaded<T: Serialize>(
+        &self,
+        key: &Key,
+        loaded: &Loaded<T>,
+        before: Option<&Bytes>,
+    ) -> Result<Sealed> {
         let inner = &self.inner;
         let mut bytes = Vec::from(seal(
             &inner.codec,
@@ -280,10 +286,18 @@ impl<S: Store, C: Codec> Cache<S, C> {
         let tags = entry_tags(&loaded.deps)?;
         let ttl = loaded.ttl.or(inner.default_ttl);
         crate::store::check_ttl(ttl)?;
-        let (meta, ttl) =
-            inner
-                .policy
-                .stamp(key, ttl, loaded.refresh_after, loaded.refresh_jitter, None);
+        let modified = before.and_then(|before| {
+            let (meta, payload) = split::<C>(inner.schema, before).ok()?;
+            let (_, mine) = split::<C>(inner.schema, &bytes).ok()?;
+            (payload == mine).then_some(meta.last_modified_ms)
+        });
+        let (meta, ttl) = inner.policy.stamp(
+            key,
+            ttl,
+            loaded.refresh_after,
+            loaded.refresh_jitter,
+            modified,
+        );
         restamp(&mut bytes, meta);
         let bytes = Bytes::from(bytes);
         self.check_value(&bytes, ttl)?;

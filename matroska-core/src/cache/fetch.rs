@@ -13,13 +13,13 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::Instrument as _;
 
+use super::batch::Sealed;
 use super::flight::{self, Leader, Role, Shared};
 use super::policy::Policy;
 use super::stats::bump;
 use super::telemetry::Op;
 use super::{Cache, Fetched, Found, Loaded, Origin};
-use crate::codec::{Codec, Meta, open_meta, restamp, seal, split};
-use crate::dep::entry_tags;
+use crate::codec::{Codec, Meta, open_meta};
 use crate::error::{Error, Result};
 use crate::key::{IntoKey, Key};
 use crate::store::{FillToken, Lookup, Store};
@@ -426,30 +426,12 @@ impl<S: Store, C: Codec> Cache<S, C> {
         before: Option<&Bytes>,
     ) -> Result<(Bytes, bool, Meta)> {
         let inner = &self.inner;
-        let mut bytes = Vec::from(seal(
-            &inner.codec,
-            inner.schema,
-            Meta::default(),
-            &loaded.value,
-        )?);
-        let tags = entry_tags(&loaded.deps)?;
-        let ttl = loaded.ttl.or(inner.default_ttl);
-        crate::store::check_ttl(ttl)?;
-        let modified = before.and_then(|before| {
-            let (meta, payload) = split::<C>(inner.schema, before).ok()?;
-            let (_, mine) = split::<C>(inner.schema, &bytes).ok()?;
-            (payload == mine).then_some(meta.last_modified_ms)
-        });
-        let (meta, ttl) = inner.policy.stamp(
-            key,
+        let Sealed {
+            bytes,
+            tags,
             ttl,
-            loaded.refresh_after,
-            loaded.refresh_jitter,
-            modified,
-        );
-        restamp(&mut bytes, meta);
-        let bytes = Bytes::from(bytes);
-        self.check_value(&bytes, ttl)?;
+            meta,
+        } = self.seal_loaded(key, loaded, before)?;
         // No token, no store: nothing orders this load against the invalidations that ran
         // since the read failed open.
         let Some(token) = token else {

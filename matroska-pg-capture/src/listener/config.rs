@@ -159,16 +159,10 @@ impl ListenerConfig {
     /// ```
     pub fn from_url(url: &str) -> Result<Self> {
         // `sslmode` and `sslrootcert` as libpq reads them (see `matroska_postgres::tls`).
-        let (rest, tls) = matroska_postgres::tls::TlsOptions::split(url)?;
-        let mut pg = rest
-            .parse::<tokio_postgres::Config>()
-            .map_err(|e| Error::Config(format!("invalid PostgreSQL connection string: {e}")))?;
-        if tls.mode_given {
-            pg.ssl_mode(tls.mode.driver_mode());
-        }
+        let (pg, connector) = matroska_postgres::__private::parse_url(url)?;
         let mut config = Self::new(pg);
-        if tls.mode_given && tls.wants_tls() {
-            config.connector = matroska_postgres::__private::connector_for(&tls)?;
+        if let Some(connector) = connector {
+            config.connector = connector;
         }
         Ok(config)
     }

@@ -42,6 +42,36 @@ mod rustls;
 #[cfg(feature = "rustls")]
 pub use self::rustls::connector;
 
+/// Parses a connection URL or key-value string as the store and the listener read it: the
+/// driver's settings (with `sslmode` and `sslrootcert` taken out as libpq reads them), and the
+/// connector the string asks for (`None`: it names no TLS; keep the default).
+///
+/// # Errors
+///
+/// [`Error::Config`] when the string does not parse (the message never contains it, as it may
+/// hold a password), or names TLS that cannot be set up.
+#[doc(hidden)] // For `matroska-pg-capture`, through `__private`.
+pub fn parse_url(
+    url: &str,
+) -> Result<(
+    tokio_postgres::Config,
+    Option<std::sync::Arc<dyn crate::connect::Connector>>,
+)> {
+    let (rest, tls) = TlsOptions::split(url)?;
+    let mut pg = rest
+        .parse::<tokio_postgres::Config>()
+        .map_err(|e| Error::Config(format!("invalid PostgreSQL connection string: {e}")))?;
+    if tls.mode_given {
+        pg.ssl_mode(tls.mode.driver_mode());
+    }
+    let connector = if tls.mode_given && tls.wants_tls() {
+        Some(connector_for(&tls)?)
+    } else {
+        None
+    };
+    Ok((pg, connector))
+}
+
 /// The connector `PgStoreConfig::from_url` installs for a string that names an `sslmode`: rustls
 /// with the feature, else none (`NoTls`, as before), refusing the verifying modes.
 pub fn connector_for(
