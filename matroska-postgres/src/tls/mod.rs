@@ -9,13 +9,14 @@
 //! | `sslmode` | TLS | the server's certificate |
 //! | --- | --- | --- |
 //! | `disable` | no | - |
-//! | `prefer` (the default) | if the server offers it | not checked |
+//! | `prefer` | if the server offers it | not checked |
 //! | `require` | yes | not checked (as libpq without a root certificate) |
 //! | `verify-ca` | yes | signed by a root of `sslrootcert` |
 //! | `verify-full` | yes | signed by a root of `sslrootcert`, and for the host connected to |
 //!
 //! `sslrootcert` is a PEM file of root certificates, or `system` for the operating system's;
-//! `verify-ca` and `verify-full` need it.
+//! `verify-ca` and `verify-full` need it. A string without `sslmode` uses no TLS (libpq would
+//! try `prefer`): name the mode to get it.
 //!
 //! ```no_run
 //! # #[cfg(feature = "rustls")]
