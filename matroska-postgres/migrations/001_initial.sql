@@ -26,7 +26,7 @@
 -- 002_cleanup_pass.sql) cleanup finds it through entries.tags before it prunes them.
 --
 -- The statements of the hot paths (get, put, invalidate) are plain SQL sent by the store as
--- prepared statements (see src/sql.rs); the functions below are the SQL-callable API
+-- prepared statements (see ../sql/); the functions below are the SQL-callable API
 -- (invalidate(text[]) for change-capture triggers) and the cold paths.
 
 CREATE TABLE {{schema}}.meta (

@@ -31,5 +31,6 @@ pub mod __private {
     pub use crate::connect::{ConnectFuture, Connector, Dispatch, Driver, Tls};
     pub use crate::credentials::{CredentialCache, CredentialError};
     pub use crate::error::{STORE, is_auth_failure, pg};
+    pub use crate::sql::{STATEMENTS, expand};
     pub use crate::tls::{connector_for, parse_url};
 }

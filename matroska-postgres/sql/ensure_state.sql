@@ -1,0 +1,2 @@
+-- Creates the epoch row when it is missing (first use, or after crash recovery emptied it).
+SELECT {{schema}}.ensure_state()
