@@ -137,6 +137,13 @@ pub struct PgStoreConfig {
     pub(crate) parse_error: Option<String>,
 }
 
+/// The TLS connector of a store's configuration (from its URL's `sslmode` or
+/// [`PgStoreConfig::tls`]): for the change-capture listener, which connects the same way.
+/// Reached through `matroska_postgres::__private`; no semver promise.
+pub fn connector_of(config: &PgStoreConfig) -> Arc<dyn Connector> {
+    Arc::clone(&config.connector)
+}
+
 impl fmt::Debug for PgStoreConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // tokio_postgres::Config's Debug redacts the password.

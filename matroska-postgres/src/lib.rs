@@ -28,6 +28,7 @@ pub use crate::store::{MAX_VALUE_LEN, PgStore, PoolStatus};
 /// store's pool does). Not part of the public API: no semver promise.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::config::connector_of;
     pub use crate::connect::{ConnectFuture, Connector, Dispatch, Driver, Tls};
     pub use crate::credentials::{CredentialCache, CredentialError};
     pub use crate::error::{STORE, is_auth_failure, pg};

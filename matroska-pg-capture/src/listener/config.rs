@@ -180,9 +180,8 @@ impl ListenerConfig {
     }
 
     /// The connection settings of a store: server, user, password, credential provider and its
-    /// timings, connect timeout. Not its TLS connector (the store keeps it type-erased): call
-    /// [`tls`](Self::tls) again. With `sslmode=require` in the URL a missing connector fails
-    /// loudly; with the default `prefer` it would fall back to plain TCP.
+    /// timings, connect timeout, and its TLS connector (the one its URL's `sslmode` chose, or the
+    /// one given to [`PgStoreConfig::tls`]): the listener connects as the store does.
     ///
     /// # Examples
     ///
@@ -200,6 +199,7 @@ impl ListenerConfig {
         config.credential_refresh_margin = store.credential_refresh_margin;
         config.credential_timeout = store.credential_timeout;
         config.connect_timeout = store.connect_timeout;
+        config.connector = matroska_postgres::__private::connector_of(store);
         config
     }
 

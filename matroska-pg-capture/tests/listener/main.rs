@@ -488,6 +488,46 @@ async fn credentials_come_from_the_provider() {
     assert!(calls.load(Ordering::SeqCst) >= 1);
 }
 
+/// A listener made from a store's configuration connects the way the store does, TLS included:
+/// with `sslmode=require` in the store's URL, the listener's connection is encrypted too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_from_a_store_config_uses_the_stores_tls() {
+    let Some(url) = url() else { return };
+    let admin = connect(&url).await;
+    let ssl: String = admin.query_one("SHOW ssl", &[]).await.unwrap().get(0);
+    if ssl != "on" {
+        let required = ["MATROSKA_TEST_REQUIRE_SERVERS", "CI"]
+            .iter()
+            .any(|var| std::env::var(var).is_ok_and(|v| !v.is_empty() && v != "0" && v != "false"));
+        assert!(
+            !required,
+            "the test server has ssl = off: TLS cannot be shown"
+        );
+        eprintln!("note: the test server has ssl = off: TLS cannot be shown");
+        return;
+    }
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let store = matroska_postgres::PgStore::builder(&format!("{url}{separator}sslmode=require"));
+    let name = channel("lst_tls");
+    let listener = ListenerConfig::from_store_config(&store)
+        .channel(&name)
+        .application_name(&name)
+        .start()
+        .unwrap();
+    listener.wait_connected(WAIT).await.unwrap();
+    let encrypted: bool = admin
+        .query_one(
+            "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
+             WHERE a.application_name = $1",
+            &[&name],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(encrypted, "the listener's connection does not use TLS");
+    listener.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_ends_subscriptions_appliers_and_the_connection() {
     let Some(url) = url() else { return };
