@@ -309,7 +309,12 @@ fn tagged_statement(rng: &mut Rng, table: &str, rows: &mut BTreeMap<i64, Article
             .join(",")
     };
     let mut tags = BTreeSet::new();
-    let choice = if present.is_empty() { 0 } else { rng.below(5) };
+    // An insert needs a free id, the others a row.
+    let choice = match (present.is_empty(), absent.is_empty()) {
+        (true, _) => 0,
+        (_, true) => 1 + rng.below(4),
+        _ => rng.below(5),
+    };
     match choice {
         0 => {
             let ids = pick(rng, &absent);
@@ -346,7 +351,7 @@ fn tagged_statement(rng: &mut Rng, table: &str, rows: &mut BTreeMap<i64, Article
             let category = (rng.below(2) == 0).then(|| random_category(rng));
             let published = (rng.below(2) == 0).then(|| random_published(rng));
             let title = (rng.below(2) == 0).then(|| if rng.below(2) == 0 { "t" } else { "u" });
-            let mut set = vec!["title = title".to_owned()];
+            let mut set = vec!["id = id".to_owned()];
             if let Some(c) = &category {
                 set.push(format!("category = {}", sql_text(c.as_deref())));
             }
