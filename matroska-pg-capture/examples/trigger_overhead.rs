@@ -8,9 +8,17 @@
 //! `title` (no scope watches it: the id tag and `k:<kind>`) and `category` (the row moves between
 //! two scopes: four more tags).
 //!
+//! `--bulk N`: instead, statements of `N` rows each (10,000 by default), timed one by one in
+//! rounds that alternate between the tables like above: an UPDATE of `N` rows moving them between
+//! scopes, an INSERT of `N` new rows and a DELETE of them; the figure is the median time of each
+//! table's statement, and their ratio (trigger over plain: above 1 is slower). Both tables are
+//! vacuumed between rounds (untimed), so dead rows do not pile up.
+//!
 //! ```text
 //! cargo run --release -p matroska-pg-capture --example trigger_overhead -- \
 //!     --postgres-url postgres://postgres@127.0.0.1:5432/postgres
+//! cargo run --release -p matroska-pg-capture --example trigger_overhead -- \
+//!     --postgres-url postgres://postgres@127.0.0.1:5432/postgres --bulk 10000 --rounds 9
 //! ```
 
 // Printing the figures is this program's job.
@@ -30,6 +38,8 @@ struct Options {
     rounds: usize,
     updates: usize,
     target: String,
+    /// Rows per statement of the bulk mode; `None`: single-row UPDATEs.
+    bulk: Option<i64>,
 }
 
 fn parse_args() -> Result<Options, Error> {
@@ -39,6 +49,7 @@ fn parse_args() -> Result<Options, Error> {
         rounds: 10,
         updates: 500,
         target: "both".to_owned(),
+        bulk: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -49,6 +60,7 @@ fn parse_args() -> Result<Options, Error> {
             "--rounds" => options.rounds = value()?.parse()?,
             "--updates" => options.updates = value()?.parse()?,
             "--target" => options.target = value()?,
+            "--bulk" => options.bulk = Some(value()?.parse()?),
             "-h" | "--help" => {
                 println!("see the header of matroska-pg-capture/examples/trigger_overhead.rs");
                 std::process::exit(0);
@@ -64,6 +76,9 @@ fn parse_args() -> Result<Options, Error> {
     }
     if options.rounds == 0 || options.updates == 0 || options.rows < 2 {
         return Err("--rounds, --updates must be positive and --rows at least 2".into());
+    }
+    if options.bulk.is_some_and(|n| n < 1 || n > options.rows) {
+        return Err("--bulk must be between 1 and --rows".into());
     }
     Ok(options)
 }
@@ -159,6 +174,11 @@ async fn run(
     Capture::new(&format!("{app}_cap"))?
         .install(admin, &[capture])
         .await?;
+    if let Some(n) = options.bulk {
+        bulk(options, client, admin, app, n).await?;
+        store.close();
+        return Ok(());
+    }
     println!(
         "{} rows per table; {} rounds of {} single-row autocommit UPDATEs per table and kind; \
          trigger target: {}",
@@ -237,5 +257,72 @@ async fn measure(
         median(&mut plain_lat),
         median(&mut trig_lat)
     );
+    Ok(())
+}
+
+/// The bulk mode: `--rounds` rounds of an UPDATE, an INSERT and a DELETE of `n` rows each on each
+/// table (alternating which goes first), each statement timed; the median per statement.
+async fn bulk(
+    options: &Options,
+    client: &tokio_postgres::Client,
+    admin: &tokio_postgres::Client,
+    app: &str,
+    n: i64,
+) -> Result<(), Error> {
+    println!(
+        "{} rows per table; {} rounds of one {n}-row UPDATE, INSERT and DELETE per table; \
+         trigger target: {}",
+        options.rows, options.rounds, options.target
+    );
+    println!(
+        "{:<10} {:>14} {:>14} {:>8}",
+        "statement", "plain ms", "trigger ms", "ratio"
+    );
+    let (first, last) = (options.rows + 1, options.rows + n);
+    let statements = |table: &str| {
+        [
+            // Moves every row to another scope (category and published change), and back the
+            // next round.
+            format!(
+                "UPDATE \"{app}\".{table} SET category = category || 'x', published = NOT published
+                 WHERE id <= {n}"
+            ),
+            format!(
+                "INSERT INTO \"{app}\".{table}
+                 SELECT g, 'c' || (g % 10), g % 2 = 0, 't' || g FROM generate_series({first}, {last}) g"
+            ),
+            format!("DELETE FROM \"{app}\".{table} WHERE id >= {first}"),
+        ]
+    };
+    let (plain, captured) = (statements("plain"), statements("captured"));
+    let mut times: [[Vec<f64>; 2]; 3] = Default::default();
+    // One warm-up round, then alternate which table goes first.
+    for round in 0..=options.rounds {
+        let order = if round % 2 == 0 {
+            [(&plain, 0), (&captured, 1)]
+        } else {
+            [(&captured, 1), (&plain, 0)]
+        };
+        for (statements, side) in order {
+            for (k, sql) in statements.iter().enumerate() {
+                let start = Instant::now();
+                client.batch_execute(sql).await?;
+                if round > 0 {
+                    times[k][side].push(start.elapsed().as_secs_f64() * 1e3);
+                }
+            }
+        }
+        // One statement each: VACUUM cannot run in the implicit transaction of a batch.
+        for table in ["plain", "captured"] {
+            admin
+                .batch_execute(&format!("VACUUM \"{app}\".{table}"))
+                .await?;
+        }
+    }
+    for (k, name) in ["update", "insert", "delete"].iter().enumerate() {
+        let [p, t] = &mut times[k];
+        let (p, t) = (median(p), median(t));
+        println!("{name:<10} {p:>14.1} {t:>14.1} {:>8.2}", t / p);
+    }
     Ok(())
 }
