@@ -55,44 +55,6 @@
 //! `Value::from(uuid.to_string())` (lower case, hyphenated), an enum as its label, a `timestamp`
 //! without time zone as its UTC microseconds.
 //!
-//! # The single-row path
-//!
-//! Most statements an application makes change one row (`UPDATE ... WHERE id = $1`). For them
-//! the trigger function does not run the aggregate query over the transition tables that bulk
-//! statements run (the statement's tags as `array_agg(DISTINCT fin(t))` over a `FULL JOIN` of
-//! the old and new rows); it reads each transition table with `FOR ... IN SELECT * FROM mt_old
-//! LIMIT 2` (and `mt_new`), counting the rows and leaving the last in a record variable, and,
-//! when the statement touched exactly one row (one old and one new for an UPDATE), computes the
-//! tags with plain PL/pgSQL expressions over the record variables. Any other count takes the bulk
-//! query; no rows send nothing, as before. The two paths send the same tags, because:
-//!
-//! - **The same expressions**: the tag of an id, of a scope set and the "scope set changed" test
-//!   come from the same builders in both paths; only the row they read differs: the query's
-//!   alias (`n."category"`) or the record variable (`v_new."category"`), which holds that very
-//!   row of the transition table, with its type. Finishing (hashing long tags) is the same
-//!   expression too.
-//! - **INSERT, DELETE**: the bulk query unnests, for each row, its id tag and the tag of every
-//!   scope set; for one row that is the single path's list, over the same row.
-//! - **UPDATE, paired** (the pairing condition `o.id = n.id AND ...` is true): the `FULL JOIN`
-//!   gives one row with both side markers set, kept when `record_image_eq(o.*, n.*)` is false; its
-//!   `CASE` guards then reduce to: both ids, and both images of each scope set whose columns
-//!   changed (never for a set with no columns). The single path tests the same
-//!   `record_image_eq` over the whole rows (no tags when it holds) and lists exactly those.
-//! - **UPDATE, not paired** (the condition is false or NULL, as for a NULL id; a join does not
-//!   match on NULL, and the single path takes `coalesce(..., false)`): the join gives the old
-//!   row alone and the new row alone, whose guards reduce to everything of each: the single
-//!   path's list `all(old) ++ all(new)`.
-//! - **The same set, in the same order**: the bulk aggregate drops NULLs and duplicates and
-//!   sorts (`DISTINCT`); the single path drops NULLs and inserts each finished tag into a sorted,
-//!   duplicate-free array with the same text `<` and `=` (the database's default collation,
-//!   deterministic, so `=` is byte equality). An empty result is NULL in both, and sends
-//!   nothing.
-//! - **The rest is shared**: `k:<kind>`, the store's `invalidate`, the payload (the event
-//!   format) and the transaction's deduplication and cap run after either path.
-//!
-//! A model-based test (`tests/capture/notify_model.rs`) checks both paths against
-//! [`Scopes::invalidate_for`] over random single- and multi-row statements.
-//!
 //! # Partitions and inheritance children
 //!
 //! PostgreSQL fires a statement-level trigger only for the table a statement names. Install

@@ -57,65 +57,6 @@ fn generated_sql_quotes_and_sorts() {
 }
 
 #[test]
-fn one_row_statements_take_the_single_row_path_with_the_same_expressions() {
-    let capture = SchemaName::new("cap").unwrap();
-    let sql = generate(&capture, &decl(), &table()).unwrap().sql;
-    assert!(sql.contains("(format 4)"), "{sql}");
-    // One probe per transition table of the operation; the bulk query stays for more rows.
-    for probe in [
-        "FOR v_new IN SELECT * FROM mt_new LIMIT 2 LOOP",
-        "FOR v_old IN SELECT * FROM mt_old LIMIT 2 LOOP",
-    ] {
-        assert_eq!(sql.matches(probe).count(), 2, "{probe}: {sql}");
-    }
-    assert!(sql.contains("ELSIF v_rows = 3 THEN"), "{sql}");
-    assert_eq!(sql.matches("SELECT array_agg(DISTINCT").count(), 3, "{sql}");
-    // The builders of the bulk query, over the record variables: pairing, id, scope, changed.
-    assert!(
-        sql.contains("IF NOT coalesce(v_old.\"id\" = v_new.\"id\", false) THEN"),
-        "{sql}"
-    );
-    assert!(
-        sql.contains("'i:art''icle:' || coalesce((v_old.\"id\")::bigint::text, '~')"),
-        "{sql}"
-    );
-    assert!(
-        sql.contains("'s:art''icle:category=' || CASE WHEN (v_new.\"category\") IS NULL"),
-        "{sql}"
-    );
-    assert!(
-        sql.contains(
-            "(CASE WHEN NOT pg_catalog.record_image_eq(ROW(v_old.\"body\", v_old.\"category\", \
-             v_old.\"published\"), ROW(v_new.\"body\", v_new.\"category\", v_new.\"published\")) \
-             THEN 's:art''icle:category='"
-        ),
-        "{sql}"
-    );
-    assert!(
-        sql.contains("ELSIF NOT pg_catalog.record_image_eq(v_old, v_new) THEN"),
-        "{sql}"
-    );
-    // Finished, deduplicated and sorted like the aggregate.
-    assert!(
-        sql.contains(&format!("v_tag := {};", sqlexpr::finish("v_tag"))),
-        "{sql}"
-    );
-    assert!(
-        sql.contains("v_tags := v_tags[:v_at - 1] || v_tag || v_tags[v_at:];"),
-        "{sql}"
-    );
-}
-
-#[test]
-fn events_only_tables_have_no_single_row_path() {
-    let capture = SchemaName::new("cap").unwrap();
-    let decl = TableCapture::new(TableRef::parse("articles").unwrap(), "art").events_only();
-    let sql = generate(&capture, &decl, &table()).unwrap().sql;
-    assert!(!sql.contains("v_rows"), "{sql}");
-    assert!(sql.contains("events only"), "{sql}");
-}
-
-#[test]
 fn unsupported_encoded_columns_are_refused_with_the_list() {
     let capture = SchemaName::new("cap").unwrap();
     let bad = decl().scope(ScopeSet::new(["body"]));
