@@ -11,8 +11,8 @@
 //! (of scope fields, of a watched column, of nothing, of the id) and DELETEs of one row or of
 //! several, on a table with scopes, each in its own transaction; each statement's one event must
 //! carry exactly the tags `Scopes::invalidate_for` gives for the rows it changed (a row whose id
-//! changed counts as a delete and an insert). A statement of one row takes the triggers'
-//! single-row path, one of more rows the bulk query: both are exercised, and must agree.
+//! changed counts as a delete and an insert). Statements of one row and of several are both
+//! exercised.
 //!
 //! `MATROSKA_TEST_SEED` replays a run; `MATROSKA_MODEL_CASES` sets the number of transactions
 //! (default 24; the tag model runs five statements per case).
@@ -486,7 +486,7 @@ async fn tags_follow_the_model_statement_by_statement_on_both_paths() {
     let mut raw = RawListener::start(&url, &env.channel).await;
     let writer = connect(&url).await;
     let mut rows: BTreeMap<i64, Article> = BTreeMap::new();
-    // Statements that sent tags, by path: [single row, several rows].
+    // Statements that sent tags, by size: [one row, several rows].
     let mut checked = [0_usize; 2];
     for step in 0..statements {
         let s = tagged_statement(&mut rng, &table, &mut rows);
@@ -507,7 +507,7 @@ async fn tags_follow_the_model_statement_by_statement_on_both_paths() {
         assert_eq!(sent, s.tags, "{context}");
         checked[usize::from(s.rows > 1)] += 1;
     }
-    // Both paths ran (certain for any seed with the default number of statements).
+    // Both sizes ran (certain for any seed with the default number of statements).
     assert!(checked[0] > 0 && checked[1] > 0, "{checked:?}");
     eprintln!(
         "tag model: {statements} statements, {} single-row and {} multi-row checked",
