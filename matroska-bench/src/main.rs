@@ -57,7 +57,11 @@ Options:
   --json          print one JSON object per row on stdout (the table then goes to stderr)
   -h, --help      print this help
 
-Build with --release: a debug build measures the debug build.";
+Build with --release: a debug build measures the debug build.
+On an idle machine, round trips to a server are fast when the benchmark and the server's
+backend share a core and slow when they wake each other's idle core, and the two connections
+compared may be placed differently: pin both (taskset -c 1 for the server and for the
+benchmark, or different cores for the slow case) to compare like with like.";
 
 /// Default number of measured rounds.
 const DEFAULT_ROUNDS: usize = 15;
