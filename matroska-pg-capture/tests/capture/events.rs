@@ -49,14 +49,7 @@ async fn each_statement_says_its_table_operation_and_send_time() {
     )
     .id(["id"])
     .channel(&env.channel);
-    let mut admin = connect(&url).await;
-    Capture::new(&env.capture)
-        .unwrap()
-        .install(&mut admin, &[capture])
-        .await
-        .unwrap();
-    let mut raw = RawListener::start(&url, &env.channel).await;
-    let writer = connect(&url).await;
+    let (mut raw, writer) = env.install_and_listen(capture).await;
 
     let before = SystemTime::now();
     for statement in [

@@ -21,11 +21,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use matroska_core::Scopes;
-use matroska_pg_capture::capture::{Capture, ScopeSet, TableCapture, TableRef};
+use matroska_pg_capture::capture::{ScopeSet, TableCapture, TableRef};
 use matroska_pg_capture::listener::{Operation, TagBatch};
 use matroska_testkit::support::Rng;
 
-use super::capture_support::{Env, RawListener, connect, url};
+use super::capture_support::{Env, url};
 use super::{Article, tag_set};
 
 /// One statement as the model sees it: its SQL, operation, and the ids whose rows it changes.
@@ -129,14 +129,7 @@ async fn notifications_follow_the_model_over_random_transactions() {
     .id(["id"])
     .channel(&env.channel)
     .max_notifies(max_notifies);
-    let mut admin = connect(&url).await;
-    Capture::new(&env.capture)
-        .unwrap()
-        .install(&mut admin, &[capture])
-        .await
-        .unwrap();
-    let mut raw = RawListener::start(&url, &env.channel).await;
-    let writer = connect(&url).await;
+    let (mut raw, writer) = env.install_and_listen(capture).await;
     let mut committed: BTreeMap<i64, String> = BTreeMap::new();
 
     for case in 0..cases {
@@ -455,7 +448,7 @@ fn tagged_statement(rng: &mut Rng, table: &str, rows: &mut BTreeMap<i64, Article
 }
 
 #[tokio::test]
-async fn tags_follow_the_model_statement_by_statement_on_both_paths() {
+async fn tags_follow_the_model_statement_by_statement() {
     let Some(url) = url() else { return };
     let mut rng = Rng::from_env();
     let statements = model_cases() * 5;
@@ -477,14 +470,7 @@ async fn tags_follow_the_model_statement_by_statement_on_both_paths() {
     .scope(ScopeSet::new(["published"]).watch(["title"]))
     .scope(ScopeSet::new(Vec::<String>::new()))
     .channel(&env.channel);
-    let mut admin = connect(&url).await;
-    Capture::new(&env.capture)
-        .unwrap()
-        .install(&mut admin, &[capture])
-        .await
-        .unwrap();
-    let mut raw = RawListener::start(&url, &env.channel).await;
-    let writer = connect(&url).await;
+    let (mut raw, writer) = env.install_and_listen(capture).await;
     let mut rows: BTreeMap<i64, Article> = BTreeMap::new();
     // Statements that sent tags, by size: [one row, several rows].
     let mut checked = [0_usize; 2];

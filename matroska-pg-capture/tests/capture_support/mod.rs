@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use futures::StreamExt as _;
+use matroska_pg_capture::capture::{Capture, TableCapture};
 use matroska_pg_capture::listener::TagBatch;
 use matroska_postgres::PgStore;
 use tokio::sync::mpsc;
@@ -99,6 +100,22 @@ impl Env {
             .unwrap();
         store.migrate().await.unwrap();
         store
+    }
+
+    /// Installs `capture` in this test's capture schema, then starts a raw listener on its
+    /// channel and opens a writer connection.
+    pub async fn install_and_listen(
+        &self,
+        capture: TableCapture,
+    ) -> (RawListener, tokio_postgres::Client) {
+        let mut admin = connect(&self.url).await;
+        Capture::new(&self.capture)
+            .unwrap()
+            .install(&mut admin, &[capture])
+            .await
+            .unwrap();
+        let raw = RawListener::start(&self.url, &self.channel).await;
+        (raw, connect(&self.url).await)
     }
 
     /// Also drop `schema` at the end.
