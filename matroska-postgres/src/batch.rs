@@ -1,6 +1,8 @@
 //! [`Store::get_many`](matroska_core::Store::get_many) as one statement: `get`'s lookup for every
-//! key, in one snapshot; [`Store::put_many`](matroska_core::Store::put_many) as one pipeline of
-//! `put`'s statements on one connection. See PROTOCOL-store.md, "Batches".
+//! key, in one snapshot; [`Store::put_many`](matroska_core::Store::put_many) as one statement
+//! (`sql/put_many.sql`) when the keys are distinct, else (or when that statement outlived a fill
+//! window) as one pipeline of `put`'s statements on one connection. See PROTOCOL-store.md,
+//! "Batches".
 
 use bytes::Bytes;
 use matroska_core::store::{FillToken, Lookup, PutEntry, PutOutcome, check_entries};
@@ -9,7 +11,7 @@ use tokio_postgres::types::{ToSql, Type};
 
 use crate::error::{self, TOKEN_EXPIRED, is_connection_lost};
 use crate::sql::CLEAR_TAG;
-use crate::store::{InFlight, MAX_TTL_MS, MAX_VALUE_LEN, PgStore, col, tag_texts};
+use crate::store::{Failure, InFlight, MAX_TTL_MS, MAX_VALUE_LEN, PgStore, col, tag_texts};
 use crate::token::{self, PgToken};
 
 const PUT_TYPES: &[Type] = &[
@@ -18,6 +20,18 @@ const PUT_TYPES: &[Type] = &[
     Type::TEXT_ARRAY,
     Type::INT8,
     Type::TEXT_ARRAY,
+    Type::INT8,
+];
+const PUT_MANY_TYPES: &[Type] = &[
+    Type::TEXT_ARRAY,
+    Type::BYTEA_ARRAY,
+    Type::TEXT_ARRAY,
+    Type::INT8_ARRAY,
+    Type::TEXT_ARRAY,
+    Type::TEXT_ARRAY,
+    Type::INT8_ARRAY,
+    Type::INT8_ARRAY,
+    Type::INT8_ARRAY,
     Type::INT8,
 ];
 const FILL_TYPES: &[Type] = &[
@@ -127,10 +141,8 @@ impl PgStore {
         }
     }
 
-    /// `put`'s statement for every entry, sent together on one connection (tokio-postgres
-    /// pipelines them): one round trip. Each statement runs on its own, in autocommit, exactly
-    /// as a single `put`; a lost connection fails the whole call (the entries before the loss
-    /// may be stored: as documented for `put_many`, nothing is promised about them).
+    /// Every entry checked first, then the batch as one statement when its keys are distinct,
+    /// else as a pipeline of single puts.
     pub(crate) async fn put_many_entries(
         &self,
         entries: &[PutEntry<'_>],
@@ -141,6 +153,117 @@ impl PgStore {
         }
         let params: Vec<Params<'_>> = entries.iter().map(Params::new).collect();
         let window_ms = i64::try_from(self.fill_window().as_millis()).unwrap_or(i64::MAX);
+        let mut keys: Vec<&str> = params.iter().map(|p| p.key).collect();
+        keys.sort_unstable();
+        if keys.windows(2).all(|pair| pair[0] != pair[1])
+            && let Some(outcomes) = self.put_many_statement(&params, window_ms).await?
+        {
+            return Ok(outcomes);
+        }
+        self.put_many_pipelined(&params, window_ms).await
+    }
+
+    /// The batch as one statement (`sql/put_many.sql`; the keys are distinct). `None`: a fill
+    /// window ran out while it ran, so it rolled back as a whole; the caller runs the entries one
+    /// by one, each checked against its own window.
+    async fn put_many_statement(
+        &self,
+        params: &[Params<'_>],
+        window_ms: i64,
+    ) -> Result<Option<Vec<PutOutcome>>> {
+        let sent: Vec<&Params<'_>> = params
+            .iter()
+            .filter(|p| !matches!(p.kind, Kind::Foreign))
+            .collect();
+        let mut outcomes: Vec<PutOutcome> = params
+            .iter()
+            .map(|p| match p.kind {
+                Kind::Put => PutOutcome::Stored,
+                Kind::Fill(..) | Kind::Foreign => PutOutcome::Stale,
+            })
+            .collect();
+        let mut recreate_epoch = sent.len() < params.len();
+        if !sent.is_empty() {
+            let keys: Vec<&str> = sent.iter().map(|p| p.key).collect();
+            let values: Vec<&[u8]> = sent.iter().map(|p| p.value).collect();
+            let carried: Vec<String> = sent.iter().map(|p| array_literal(&p.carried)).collect();
+            let ttls: Vec<Option<i64>> = sent.iter().map(|p| p.ttl_ms).collect();
+            let tags: Vec<String> = sent.iter().map(|p| array_literal(&p.tags)).collect();
+            let token = |f: fn(&PgToken, i64) -> i64| -> Vec<Option<i64>> {
+                sent.iter()
+                    .map(|p| match &p.kind {
+                        Kind::Fill(pg, issued_ms) => Some(f(pg, *issued_ms)),
+                        Kind::Put | Kind::Foreign => None,
+                    })
+                    .collect()
+            };
+            let snapshots: Vec<Option<&str>> = sent
+                .iter()
+                .map(|p| match &p.kind {
+                    Kind::Fill(pg, _) => Some(pg.snapshot.as_str()),
+                    Kind::Put | Kind::Foreign => None,
+                })
+                .collect();
+            let epochs = token(|pg, _| pg.epoch);
+            let windows = token(|pg, _| pg.window_ms);
+            let issued = token(|_, issued_ms| issued_ms);
+            let rows = match self
+                .query_raw(
+                    "put_many",
+                    &self.sql().put_many,
+                    PUT_MANY_TYPES,
+                    &[
+                        &keys, &values, &carried, &ttls, &tags, &snapshots, &epochs, &windows,
+                        &issued, &window_ms,
+                    ],
+                )
+                .await
+            {
+                Ok(rows) => rows,
+                Err(Failure::Db(e)) if e.code().is_some_and(|c| c.code() == TOKEN_EXPIRED) => {
+                    return Ok(None);
+                }
+                Err(Failure::Db(e)) => return Err(error::pg(e, "put_many")),
+                Err(Failure::Other(e)) => return Err(e),
+            };
+            let mut stored = std::collections::HashSet::with_capacity(rows.len());
+            for row in &rows {
+                stored.insert(col::<String>(row, 0, "put_many")?);
+            }
+            for (p, outcome) in params.iter().zip(&mut outcomes) {
+                match p.kind {
+                    Kind::Put if !stored.contains(p.key) => {
+                        return Err(Error::Backend {
+                            store: error::STORE,
+                            message: format!("put_many: the server did not store {:?}", p.key),
+                            transient: false,
+                            source: None,
+                        });
+                    }
+                    Kind::Fill(..) if stored.contains(p.key) => *outcome = PutOutcome::Stored,
+                    Kind::Fill(..) => recreate_epoch = true,
+                    Kind::Put | Kind::Foreign => {}
+                }
+            }
+        }
+        if recreate_epoch {
+            // As `put`: a refused fill may be due to a lost epoch row; recreate it (a no-op
+            // otherwise), so that the next miss hands out a usable token.
+            self.query("put_many (epoch)", &self.sql().ensure_state, &[], &[])
+                .await?;
+        }
+        Ok(Some(outcomes))
+    }
+
+    /// `put`'s statement for every entry, sent together on one connection (tokio-postgres
+    /// pipelines them): one round trip. Each statement runs on its own, in autocommit, exactly
+    /// as a single `put`; a lost connection fails the whole call (the entries before the loss
+    /// may be stored: as documented for `put_many`, nothing is promised about them).
+    async fn put_many_pipelined(
+        &self,
+        params: &[Params<'_>],
+        window_ms: i64,
+    ) -> Result<Vec<PutOutcome>> {
         let timeout = self.operation_timeout();
         let guard = InFlight(Some(self.client("put_many").await?));
         let Some(client) = guard.0.as_deref() else {
@@ -242,5 +365,39 @@ fn lost(what: &str) -> Error {
         message: format!("{what}: the connection was lost"),
         transient: true,
         source: None,
+    }
+}
+
+/// A PostgreSQL array literal of `items` (`{"a","b"}`): every element quoted, `"` and `\`
+/// escaped, so that any text reads back as itself.
+fn array_literal(items: &[&str]) -> String {
+    let mut out = String::with_capacity(2 + items.iter().map(|i| i.len() + 3).sum::<usize>());
+    out.push('{');
+    for (n, item) in items.iter().enumerate() {
+        if n > 0 {
+            out.push(',');
+        }
+        out.push('"');
+        for c in item.chars() {
+            if c == '"' || c == '\\' {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+        out.push('"');
+    }
+    out.push('}');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::array_literal;
+
+    #[test]
+    fn array_literals_quote_every_element() {
+        assert_eq!(array_literal(&[]), "{}");
+        assert_eq!(array_literal(&["*", "i:a:1"]), r#"{"*","i:a:1"}"#);
+        assert_eq!(array_literal(&[r#"a"b\c"#, "{,}"]), r#"{"a\"b\\c","{,}"}"#);
     }
 }

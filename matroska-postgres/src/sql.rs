@@ -33,6 +33,8 @@ pub(crate) struct Sql {
     pub(crate) ttl: String,
     pub(crate) delete: String,
     pub(crate) put: String,
+    /// `put` of many entries with distinct keys in one statement: see `batch.rs`.
+    pub(crate) put_many: String,
     pub(crate) fill: String,
     pub(crate) ensure_state: String,
     pub(crate) invalidate: String,
@@ -53,6 +55,7 @@ mod files {
     pub(super) const TTL: &str = include_str!("../sql/ttl.sql");
     pub(super) const DELETE: &str = include_str!("../sql/delete.sql");
     pub(super) const PUT: &str = include_str!("../sql/put.sql");
+    pub(super) const PUT_MANY: &str = include_str!("../sql/put_many.sql");
     pub(super) const FILL: &str = include_str!("../sql/fill.sql");
     pub(super) const ENSURE_STATE: &str = include_str!("../sql/ensure_state.sql");
     pub(super) const INVALIDATE: &str = include_str!("../sql/invalidate.sql");
@@ -75,6 +78,7 @@ pub const STATEMENTS: &[(&str, &str)] = &[
     ("ttl", files::TTL),
     ("delete", files::DELETE),
     ("put", files::PUT),
+    ("put_many", files::PUT_MANY),
     ("fill", files::FILL),
     ("ensure_state", files::ENSURE_STATE),
     ("invalidate", files::INVALIDATE),
@@ -118,6 +122,7 @@ impl Sql {
             ttl: e(files::TTL),
             delete: e(files::DELETE),
             put: e(files::PUT),
+            put_many: e(files::PUT_MANY),
             fill: e(files::FILL),
             ensure_state: e(files::ENSURE_STATE),
             invalidate: e(files::INVALIDATE),

@@ -129,7 +129,7 @@ pub struct PoolStatus {
 }
 
 /// A query failure before mapping: put tells a token that expired mid-put from other errors.
-enum Failure {
+pub(crate) enum Failure {
     Db(tokio_postgres::Error),
     Other(Error),
 }
@@ -435,7 +435,7 @@ impl PgStore {
     /// statement times out, loses its connection, or the caller stops waiting (its future is
     /// dropped, as a request timeout does), the connection is closed instead, so that no later
     /// operation queues behind a statement nobody waits for.
-    async fn query_raw(
+    pub(crate) async fn query_raw(
         &self,
         what: &'static str,
         sql: &str,

@@ -1,16 +1,20 @@
 //! PgStore's batches at their boundaries: a batch fill overlapping an open writer transaction
-//! never survives its commit (the tokens of `get_many` carry its one snapshot), and a token the
-//! store cannot use refuses its own entry only.
+//! never survives its commit (the tokens of `get_many` carry its one snapshot), a token the
+//! store cannot use refuses its own entry only; `put_many` as one statement carries any tag text
+//! (array literals), a repeated key goes entry by entry, and a batch held past a fill window
+//! rolls back and goes entry by entry, each entry checked against its own window.
 //!
 //! Needs `MATROSKA_TEST_POSTGRES_URL` (run `./scripts/test`, which starts a private server).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
-use matroska_core::Dep;
+use std::time::Duration;
+
 use matroska_core::store::{FillToken, Lookup, PutEntry, PutOutcome, Store};
-use matroska_testkit::support::{bytes, hit, key, tag};
-use support::{connect, with_schemas};
+use matroska_core::{Dep, Tag};
+use matroska_testkit::support::{bytes, eventually, hit, key, tag};
+use support::{blocked_by, connect, hold, locker, miss, with_schemas};
 
 fn token(lookup: &Lookup) -> &FillToken {
     match lookup {
@@ -81,6 +85,123 @@ async fn a_foreign_token_refuses_its_own_entry_only() {
         assert_eq!(outcomes, [PutOutcome::Stale, PutOutcome::Stored]);
         assert_eq!(hit(&store, &a).await, None);
         assert_eq!(hit(&store, &b).await, Some(bytes("b")));
+    })
+    .await;
+}
+
+/// Tags are any text but NUL: the batch statement passes each entry's tags as an array literal,
+/// which must read back as the very tags (stored, indexed, invalidated).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_keeps_tags_with_quotes_backslashes_and_braces() {
+    with_schemas(|schemas| async move {
+        let store = schemas.store("matroska_batch_tags").await;
+        let odd = Tag::parse(r#"g:a"b\c{,} d'"#).unwrap();
+        let plain = tag(&Dep::id("article", 1));
+        let (k1, k2) = (key("odd"), key("plain"));
+        let (tags1, tags2) = ([odd.clone(), plain.clone()], [plain.clone()]);
+        let entries = [
+            PutEntry {
+                tags: &tags1,
+                ..PutEntry::new(&k1, bytes("1"))
+            },
+            PutEntry {
+                tags: &tags2,
+                ..PutEntry::new(&k2, bytes("2"))
+            },
+        ];
+        let outcomes = store.put_many(&entries).await.unwrap();
+        assert_eq!(outcomes, [PutOutcome::Stored, PutOutcome::Stored]);
+        let s = store.schema().quoted();
+        let stored: Vec<String> = schemas
+            .admin()
+            .query_one(
+                &format!("SELECT tags FROM {s}.entries WHERE key = $1"),
+                &[&k1.as_str()],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(stored, ["*", odd.as_str(), plain.as_str()]);
+        assert_eq!(store.invalidate(&[odd]).await.unwrap(), 1);
+        assert_eq!(hit(&store, &k1).await, None);
+        assert_eq!(hit(&store, &k2).await, Some(bytes("2")));
+    })
+    .await;
+}
+
+/// A key twice in one batch: the entries go one by one, in order (the last put wins), as
+/// `put` after `put` would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_key_goes_entry_by_entry_and_the_last_put_wins() {
+    with_schemas(|schemas| async move {
+        let store = schemas.store("matroska_batch_twice").await;
+        let (k, other) = (key("k"), key("other"));
+        let entries = [
+            PutEntry::new(&k, bytes("first")),
+            PutEntry::new(&other, bytes("other")),
+            PutEntry::new(&k, bytes("second")),
+        ];
+        let outcomes = store.put_many(&entries).await.unwrap();
+        assert_eq!(outcomes, [PutOutcome::Stored; 3]);
+        assert_eq!(hit(&store, &k).await, Some(bytes("second")));
+        assert_eq!(hit(&store, &other).await, Some(bytes("other")));
+    })
+    .await;
+}
+
+/// A batch held on a row lock past the fill window rolls back as a whole (nothing it wrote
+/// stays), then runs entry by entry: the fill whose token is now too old is refused, the put
+/// without token is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_held_past_the_fill_window_goes_entry_by_entry() {
+    with_schemas(|schemas| async move {
+        let window = Duration::from_millis(300);
+        let store = schemas
+            .config("matroska_batch_slow")
+            .fill_window(window)
+            .build()
+            .unwrap();
+        store.migrate().await.unwrap();
+        let (held, free) = (key("held"), key("free"));
+        store.put(&held, bytes("v0"), &[], None, None).await.unwrap();
+        let token = miss(&store, &key("other")).await;
+        let (mut locker, pid) = locker(schemas.url()).await;
+        let lock = hold(&mut locker, &store, &held).await;
+        let batch = {
+            let (store, held, free) = (store.clone(), held.clone(), free.clone());
+            tokio::spawn(async move {
+                let entries = [
+                    PutEntry {
+                        token: Some(&token),
+                        ..PutEntry::new(&held, bytes("late"))
+                    },
+                    PutEntry::new(&free, bytes("free")),
+                ];
+                store.put_many(&entries).await
+            })
+        };
+        let waiting = blocked_by(schemas.admin(), pid, 1).await;
+        let age = "SELECT clock_timestamp() - query_start > $2::bigint * interval '1 millisecond'
+                   FROM pg_stat_activity WHERE pid = $1";
+        let window_ms = i64::try_from(window.as_millis()).unwrap();
+        eventually(
+            Duration::from_secs(10),
+            "the batch outlived the window",
+            || async {
+                schemas
+                    .admin()
+                    .query_one(age, &[&waiting[0], &window_ms])
+                    .await
+                    .unwrap()
+                    .get::<_, bool>(0)
+            },
+        )
+        .await;
+        lock.rollback().await.unwrap();
+        let outcomes = batch.await.unwrap().unwrap();
+        assert_eq!(outcomes, [PutOutcome::Stale, PutOutcome::Stored]);
+        assert_eq!(hit(&store, &held).await, Some(bytes("v0")));
+        assert_eq!(hit(&store, &free).await, Some(bytes("free")));
     })
     .await;
 }
