@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use matroska_core::store::{FillToken, Lookup, PutEntry, PutOutcome, Store};
 use matroska_core::{Dep, Tag};
-use matroska_testkit::support::{bytes, eventually, hit, key, tag};
-use support::{blocked_by, connect, hold, locker, miss, with_schemas};
+use matroska_testkit::support::{bytes, hit, key, tag};
+use support::{blocked_by, connect, hold, locker, miss, until_statement_older_than, with_schemas};
 
 fn token(lookup: &Lookup) -> &FillToken {
     match lookup {
@@ -163,7 +163,10 @@ async fn a_batch_held_past_the_fill_window_goes_entry_by_entry() {
             .unwrap();
         store.migrate().await.unwrap();
         let (held, free) = (key("held"), key("free"));
-        store.put(&held, bytes("v0"), &[], None, None).await.unwrap();
+        store
+            .put(&held, bytes("v0"), &[], None, None)
+            .await
+            .unwrap();
         let token = miss(&store, &key("other")).await;
         let (mut locker, pid) = locker(schemas.url()).await;
         let lock = hold(&mut locker, &store, &held).await;
@@ -181,22 +184,7 @@ async fn a_batch_held_past_the_fill_window_goes_entry_by_entry() {
             })
         };
         let waiting = blocked_by(schemas.admin(), pid, 1).await;
-        let age = "SELECT clock_timestamp() - query_start > $2::bigint * interval '1 millisecond'
-                   FROM pg_stat_activity WHERE pid = $1";
-        let window_ms = i64::try_from(window.as_millis()).unwrap();
-        eventually(
-            Duration::from_secs(10),
-            "the batch outlived the window",
-            || async {
-                schemas
-                    .admin()
-                    .query_one(age, &[&waiting[0], &window_ms])
-                    .await
-                    .unwrap()
-                    .get::<_, bool>(0)
-            },
-        )
-        .await;
+        until_statement_older_than(schemas.admin(), waiting[0], window).await;
         lock.rollback().await.unwrap();
         let outcomes = batch.await.unwrap().unwrap();
         assert_eq!(outcomes, [PutOutcome::Stale, PutOutcome::Stored]);

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use matroska_core::store::{FillToken, PutOutcome, Store};
 use matroska_core::{Dep, Error, Key};
-use matroska_testkit::support::{bytes, eventually, hit, key, tag};
-use support::{blocked_by, hold, locker, miss, rows, with_schemas};
+use matroska_testkit::support::{bytes, hit, key, tag};
+use support::{blocked_by, hold, locker, miss, rows, until_statement_older_than, with_schemas};
 
 /// Tokens never pass after a reset: crash recovery (simulated by emptying the unlogged state
 /// as crash recovery would), a clear, or a dropped and re-migrated schema.
@@ -250,23 +250,7 @@ async fn a_put_held_past_the_fill_window_stores_nothing() {
             };
             let waiting = blocked_by(schemas.admin(), pid, 1).await;
             // Wait on the server's clock until the put's statement is older than the window.
-            let age =
-                "SELECT clock_timestamp() - query_start > $2::bigint * interval '1 millisecond'
-                       FROM pg_stat_activity WHERE pid = $1";
-            let window_ms = i64::try_from(window.as_millis()).unwrap();
-            eventually(
-                Duration::from_secs(10),
-                "the put outlived the window",
-                || async {
-                    schemas
-                        .admin()
-                        .query_one(age, &[&waiting[0], &window_ms])
-                        .await
-                        .unwrap()
-                        .get::<_, bool>(0)
-                },
-            )
-            .await;
+            until_statement_older_than(schemas.admin(), waiting[0], window).await;
             lock.rollback().await.unwrap();
             match (with_token, put.await.unwrap()) {
                 (true, Ok(outcome)) => assert_eq!(outcome, PutOutcome::Stale),

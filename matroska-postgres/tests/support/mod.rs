@@ -193,6 +193,30 @@ pub async fn blocked_by(admin: &tokio_postgres::Client, pid: i32, count: usize) 
     }
 }
 
+/// Waits (on the server's clock) until the statement the backend `pid` runs is older than
+/// `window`.
+pub async fn until_statement_older_than(
+    admin: &tokio_postgres::Client,
+    pid: i32,
+    window: Duration,
+) {
+    let age = "SELECT clock_timestamp() - query_start > $2::bigint * interval '1 millisecond'
+               FROM pg_stat_activity WHERE pid = $1";
+    let window_ms = i64::try_from(window.as_millis()).unwrap();
+    matroska_testkit::support::eventually(
+        Duration::from_secs(10),
+        "the statement outlived the window",
+        || async {
+            admin
+                .query_one(age, &[&pid, &window_ms])
+                .await
+                .unwrap()
+                .get::<_, bool>(0)
+        },
+    )
+    .await;
+}
+
 /// Puts `n` persistent entries `f:0..` carrying `t`; returns their keys, in key order.
 pub async fn fan_out(store: &PgStore, t: &matroska_core::Tag, n: usize) -> Vec<matroska_core::Key> {
     let keys: Vec<_> = (0..n)
