@@ -6,7 +6,8 @@
 -- epoch); $10 the store's fill window in ms. Returns the keys stored. Every entry must end
 -- within its window (the token's, or the statement's for a put without token), checked once
 -- every row (and index row) is written: otherwise token_expired() raises and the whole batch
--- rolls back (the store then runs the entries one by one).
+-- rolls back (the store then runs the entries one by one, as it does when the statement is
+-- chosen as a deadlock's victim).
 WITH b AS MATERIALIZED (
     SELECT b.key, b.value, b.carried::text[] AS carried, b.ttl_ms, b.tags::text[] AS tags,
            b.snap::pg_snapshot AS snap, b.epoch, b.window_ms, b.issued_ms
@@ -31,6 +32,9 @@ WITH b AS MATERIALIZED (
                WHERE x.tag = ANY (b.carried)
                  AND x.xid >= pg_snapshot_xmin(b.snap)
                  AND NOT pg_visible_in_snapshot(x.xid, b.snap)))
+    -- In key order, the order of the index scans of invalidations and other batches: rows are
+    -- locked in one order, so these statements cannot deadlock on each other.
+    ORDER BY b.key COLLATE "C"
     ON CONFLICT (key) DO UPDATE
         SET value = excluded.value, tags = excluded.tags, snap = excluded.snap,
             expires_at = excluded.expires_at, expires_minute = excluded.expires_minute

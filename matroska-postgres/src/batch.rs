@@ -7,6 +7,7 @@
 use bytes::Bytes;
 use matroska_core::store::{FillToken, Lookup, PutEntry, PutOutcome, check_entries};
 use matroska_core::{Error, Key, Result};
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
 
 use crate::error::{self, TOKEN_EXPIRED, is_connection_lost};
@@ -164,8 +165,8 @@ impl PgStore {
     }
 
     /// The batch as one statement (`sql/put_many.sql`; the keys are distinct). `None`: a fill
-    /// window ran out while it ran, so it rolled back as a whole; the caller runs the entries one
-    /// by one, each checked against its own window.
+    /// window ran out while it ran, or it lost a deadlock, so it rolled back as a whole; the
+    /// caller runs the entries one by one, each checked against its own window.
     async fn put_many_statement(
         &self,
         params: &[Params<'_>],
@@ -220,7 +221,15 @@ impl PgStore {
                 .await
             {
                 Ok(rows) => rows,
-                Err(Failure::Db(e)) if e.code().is_some_and(|c| c.code() == TOKEN_EXPIRED) => {
+                // A window ran out, or the server broke a deadlock (with a statement that locks
+                // entries in another order than key order, such as cleanup's expiry pass) by
+                // aborting this one: nothing of it stays; the entries go one by one.
+                Err(Failure::Db(e))
+                    if e.code().is_some_and(|c| {
+                        c.code() == TOKEN_EXPIRED || *c == SqlState::T_R_DEADLOCK_DETECTED
+                    }) =>
+                {
+                    tracing::debug!(error = %e, "matroska-postgres: put_many as one statement rolled back; entry by entry");
                     return Ok(None);
                 }
                 Err(Failure::Db(e)) => return Err(error::pg(e, "put_many")),

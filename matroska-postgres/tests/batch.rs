@@ -193,3 +193,49 @@ async fn a_batch_held_past_the_fill_window_goes_entry_by_entry() {
     })
     .await;
 }
+
+/// A batch that loses a deadlock (to a transaction that locks its keys in the other order)
+/// rolls back as a whole and goes entry by entry: both entries end up stored, no error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_that_loses_a_deadlock_goes_entry_by_entry() {
+    with_schemas(|schemas| async move {
+        let store = schemas.store("matroska_batch_deadlock").await;
+        let (k1, k2) = (key("k1"), key("k2"));
+        for k in [&k1, &k2] {
+            store.put(k, bytes("v0"), &[], None, None).await.unwrap();
+        }
+        let (mut locker, pid) = locker(schemas.url()).await;
+        let lock = hold(&mut locker, &store, &k2).await;
+        // Only the batch's backend looks for the deadlock within the test: it is the one aborted.
+        lock.batch_execute("SET LOCAL deadlock_timeout = '60s'")
+            .await
+            .unwrap();
+        let batch = {
+            let (store, k1, k2) = (store.clone(), k1.clone(), k2.clone());
+            tokio::spawn(async move {
+                let entries = [
+                    PutEntry::new(&k1, bytes("1")),
+                    PutEntry::new(&k2, bytes("2")),
+                ];
+                store.put_many(&entries).await
+            })
+        };
+        // The batch holds k1 and waits for k2; taking k1 now closes the cycle. The server
+        // aborts the batch's statement after its deadlock_timeout.
+        let waiting = blocked_by(schemas.admin(), pid, 1).await;
+        let sql = format!(
+            "SELECT FROM {}.entries WHERE key = $1 FOR UPDATE",
+            store.schema().quoted()
+        );
+        lock.execute(&sql, &[&k1.as_str()]).await.unwrap();
+        // The batch now runs entry by entry, and waits for k1 behind the locker.
+        let again = blocked_by(schemas.admin(), pid, 1).await;
+        assert_eq!(again, waiting, "the same backend waits again");
+        lock.rollback().await.unwrap();
+        let outcomes = batch.await.unwrap().unwrap();
+        assert_eq!(outcomes, [PutOutcome::Stored, PutOutcome::Stored]);
+        assert_eq!(hit(&store, &k1).await, Some(bytes("1")));
+        assert_eq!(hit(&store, &k2).await, Some(bytes("2")));
+    })
+    .await;
+}
