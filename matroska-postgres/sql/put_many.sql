@@ -6,21 +6,32 @@
 -- epoch); $10 the store's fill window in ms. Returns the keys stored. Every entry must end
 -- within its window (the token's, or the statement's for a put without token), checked once
 -- every row (and index row) is written: otherwise token_expired() raises and the whole batch
--- rolls back (the store then runs the entries one by one, as it does when the statement is
--- chosen as a deadlock's victim).
+-- rolls back (the store then runs the entries one by one, as it does when a stored entry is
+-- locked by another transaction, below, or the statement is chosen as a deadlock's victim).
 WITH b AS MATERIALIZED (
     SELECT b.key, b.value, b.carried::text[] AS carried, b.ttl_ms, b.tags::text[] AS tags,
            b.snap::pg_snapshot AS snap, b.epoch, b.window_ms, b.issued_ms
     FROM unnest($1::text[], $2::bytea[], $3::text[], $4::bigint[], $5::text[], $6::text[],
                 $7::bigint[], $8::bigint[], $9::bigint[])
         AS b(key, value, carried, ttl_ms, tags, snap, epoch, window_ms, issued_ms)
+), locked AS MATERIALIZED (
+    -- The entries already stored, locked first, in key order, without waiting: should another
+    -- transaction hold one (a writer whose trigger invalidated it, cleanup, a put), the
+    -- statement fails at once (55P03) and the store runs the entries one by one. So the batch
+    -- never waits for a row while it holds others, and cannot close a deadlock cycle with a
+    -- writer's transaction.
+    SELECT e.key FROM {{schema}}.entries AS e
+    WHERE e.key = ANY ($1::text[])
+    ORDER BY e.key
+    FOR UPDATE NOWAIT
 ), up AS (
     INSERT INTO {{schema}}.entries AS e (key, value, tags, snap, expires_at, expires_minute)
     SELECT b.key, b.value, b.carried, coalesce(b.snap, pg_current_snapshot()),
            statement_timestamp() + b.ttl_ms * interval '1 millisecond',
            (floor(date_part('epoch', statement_timestamp()) * 1000) + b.ttl_ms)::bigint / 60000
     FROM b
-    WHERE b.snap IS NULL
+    WHERE (SELECT count(*) FROM locked) >= 0
+      AND (b.snap IS NULL
        OR (EXISTS (
                SELECT FROM {{schema}}.epoch AS ep
                WHERE ep.epoch = b.epoch AND ep.fill_window_ms = b.window_ms)
@@ -31,7 +42,7 @@ WITH b AS MATERIALIZED (
                SELECT FROM {{schema}}.stamps AS x
                WHERE x.tag = ANY (b.carried)
                  AND x.xid >= pg_snapshot_xmin(b.snap)
-                 AND NOT pg_visible_in_snapshot(x.xid, b.snap)))
+                 AND NOT pg_visible_in_snapshot(x.xid, b.snap))))
     -- In key order, the order of the index scans of invalidations and other batches: rows are
     -- locked in one order, so these statements cannot deadlock on each other.
     ORDER BY b.key COLLATE "C"

@@ -165,8 +165,9 @@ impl PgStore {
     }
 
     /// The batch as one statement (`sql/put_many.sql`; the keys are distinct). `None`: a fill
-    /// window ran out while it ran, or it lost a deadlock, so it rolled back as a whole; the
-    /// caller runs the entries one by one, each checked against its own window.
+    /// window ran out while it ran, another transaction held one of its stored entries, or it
+    /// lost a deadlock: it rolled back as a whole, and the caller runs the entries one by one,
+    /// each checked against its own window.
     async fn put_many_statement(
         &self,
         params: &[Params<'_>],
@@ -221,12 +222,14 @@ impl PgStore {
                 .await
             {
                 Ok(rows) => rows,
-                // A window ran out, or the server broke a deadlock (with a statement that locks
-                // entries in another order than key order, such as cleanup's expiry pass) by
-                // aborting this one: nothing of it stays; the entries go one by one.
+                // A window ran out, another transaction holds one of the stored entries (the
+                // statement does not wait for it), or the server broke a deadlock by aborting
+                // this statement: nothing of it stays; the entries go one by one.
                 Err(Failure::Db(e))
                     if e.code().is_some_and(|c| {
-                        c.code() == TOKEN_EXPIRED || *c == SqlState::T_R_DEADLOCK_DETECTED
+                        c.code() == TOKEN_EXPIRED
+                            || *c == SqlState::LOCK_NOT_AVAILABLE
+                            || *c == SqlState::T_R_DEADLOCK_DETECTED
                     }) =>
                 {
                     tracing::debug!(error = %e, "matroska-postgres: put_many as one statement rolled back; entry by entry");
