@@ -11,41 +11,9 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
 
 use crate::error::{self, TOKEN_EXPIRED, is_connection_lost};
-use crate::sql::CLEAR_TAG;
-use crate::store::{Failure, InFlight, MAX_TTL_MS, MAX_VALUE_LEN, PgStore, col, tag_texts};
+use crate::sql::{FILL_TYPES, PUT_MANY_TYPES, PUT_TYPES};
+use crate::store::{Failure, InFlight, MAX_VALUE_LEN, PgStore, carried, col, tag_texts, ttl_ms};
 use crate::token::{self, PgToken};
-
-const PUT_TYPES: &[Type] = &[
-    Type::TEXT,
-    Type::BYTEA,
-    Type::TEXT_ARRAY,
-    Type::INT8,
-    Type::TEXT_ARRAY,
-    Type::INT8,
-];
-const PUT_MANY_TYPES: &[Type] = &[
-    Type::TEXT_ARRAY,
-    Type::BYTEA_ARRAY,
-    Type::TEXT_ARRAY,
-    Type::INT8_ARRAY,
-    Type::TEXT_ARRAY,
-    Type::TEXT_ARRAY,
-    Type::INT8_ARRAY,
-    Type::INT8_ARRAY,
-    Type::INT8_ARRAY,
-    Type::INT8,
-];
-const FILL_TYPES: &[Type] = &[
-    Type::TEXT,
-    Type::BYTEA,
-    Type::TEXT_ARRAY,
-    Type::INT8,
-    Type::TEXT_ARRAY,
-    Type::TEXT,
-    Type::INT8,
-    Type::INT8,
-    Type::INT8,
-];
 
 /// One entry's statement: a plain put, a fill with its decoded token, or nothing (a token this
 /// store cannot use: refused, as `put` refuses it).
@@ -68,9 +36,6 @@ struct Params<'a> {
 impl<'a> Params<'a> {
     fn new(entry: &'a PutEntry<'a>) -> Self {
         let tags = tag_texts(entry.tags);
-        let mut carried = Vec::with_capacity(tags.len() + 1);
-        carried.push(CLEAR_TAG);
-        carried.extend_from_slice(&tags);
         let kind = match entry.token {
             None => Kind::Put,
             Some(token) => match token::decode(token) {
@@ -81,10 +46,8 @@ impl<'a> Params<'a> {
         Self {
             key: entry.key.as_str(),
             value: &entry.value,
-            carried,
-            ttl_ms: entry.ttl.map(|ttl| {
-                i64::try_from(ttl.as_millis()).map_or(MAX_TTL_MS, |ms| ms.min(MAX_TTL_MS))
-            }),
+            carried: carried(&tags),
+            ttl_ms: ttl_ms(entry.ttl),
             tags,
             kind,
         }

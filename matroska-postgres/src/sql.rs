@@ -16,12 +16,49 @@
 //! in the `PgStore` documentation): puts add the rows they lack, invalidations leave them for the
 //! next fill of the key, cleanup removes the strays.
 
+use tokio_postgres::types::Type;
+
 use crate::schema::SchemaName;
 
 /// The reserved tag that `clear()` stamps (`sql/clear.sql` writes it out) and every entry
 /// carries, first in `entries.tags` (no canonical tag can be `*`: they all start with a letter
 /// and a colon).
 pub(crate) const CLEAR_TAG: &str = "*";
+
+/// The parameter types of `put.sql`.
+pub(crate) const PUT_TYPES: &[Type] = &[
+    Type::TEXT,
+    Type::BYTEA,
+    Type::TEXT_ARRAY,
+    Type::INT8,
+    Type::TEXT_ARRAY,
+    Type::INT8,
+];
+/// The parameter types of `fill.sql`.
+pub(crate) const FILL_TYPES: &[Type] = &[
+    Type::TEXT,
+    Type::BYTEA,
+    Type::TEXT_ARRAY,
+    Type::INT8,
+    Type::TEXT_ARRAY,
+    Type::TEXT,
+    Type::INT8,
+    Type::INT8,
+    Type::INT8,
+];
+/// The parameter types of `put_many.sql`.
+pub(crate) const PUT_MANY_TYPES: &[Type] = &[
+    Type::TEXT_ARRAY,
+    Type::BYTEA_ARRAY,
+    Type::TEXT_ARRAY,
+    Type::INT8_ARRAY,
+    Type::TEXT_ARRAY,
+    Type::TEXT_ARRAY,
+    Type::INT8_ARRAY,
+    Type::INT8_ARRAY,
+    Type::INT8_ARRAY,
+    Type::INT8,
+];
 
 /// The statements of one schema.
 #[derive(Debug, Clone)]

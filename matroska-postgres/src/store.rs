@@ -576,3 +576,16 @@ pub(crate) fn tag_texts(tags: &[Tag]) -> Vec<&str> {
     texts.dedup();
     texts
 }
+
+/// What an entry's `tags` column holds: the clear tag, which every entry carries, then `tags`.
+pub(crate) fn carried<'a>(tags: &[&'a str]) -> Vec<&'a str> {
+    let mut carried = Vec::with_capacity(tags.len() + 1);
+    carried.push(crate::sql::CLEAR_TAG);
+    carried.extend_from_slice(tags);
+    carried
+}
+
+/// A put's TTL in milliseconds, at most [`MAX_TTL_MS`] (`None`: persistent).
+pub(crate) fn ttl_ms(ttl: Option<std::time::Duration>) -> Option<i64> {
+    ttl.map(|ttl| i64::try_from(ttl.as_millis()).map_or(MAX_TTL_MS, |ms| ms.min(MAX_TTL_MS)))
+}

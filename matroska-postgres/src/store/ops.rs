@@ -2,7 +2,7 @@
 //! (see `PROTOCOL-store.md`).
 
 use crate::error::{self, TOKEN_EXPIRED};
-use crate::sql::CLEAR_TAG;
+use crate::sql::{FILL_TYPES, PUT_TYPES};
 use crate::token;
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio_postgres::types::Type;
 
 use super::{
-    Failure, MAX_ROUNDS, MAX_TTL_MS, MAX_VALUE_LEN, PgStore, col, count, first, tag_texts,
+    Failure, MAX_ROUNDS, MAX_VALUE_LEN, PgStore, carried, col, count, first, tag_texts, ttl_ms,
 };
 
 #[async_trait]
@@ -115,27 +115,16 @@ impl Store for PgStore {
             });
         }
         let tags = tag_texts(tags);
-        let ttl_ms: Option<i64> = ttl
-            .map(|ttl| i64::try_from(ttl.as_millis()).map_or(MAX_TTL_MS, |ms| ms.min(MAX_TTL_MS)));
+        let ttl_ms = ttl_ms(ttl);
         let value: &[u8] = &value;
-        // The entry's tags start with the clear tag, which every entry carries.
-        let mut carried = Vec::with_capacity(tags.len() + 1);
-        carried.push(CLEAR_TAG);
-        carried.extend_from_slice(&tags);
+        let carried = carried(&tags);
         let Some(token) = token else {
             let window_ms = i64::try_from(self.inner.fill_window.as_millis()).unwrap_or(i64::MAX);
             let result = self
                 .query_raw(
                     "put",
                     &self.inner.sql.put,
-                    &[
-                        Type::TEXT,
-                        Type::BYTEA,
-                        Type::TEXT_ARRAY,
-                        Type::INT8,
-                        Type::TEXT_ARRAY,
-                        Type::INT8,
-                    ],
+                    PUT_TYPES,
                     &[&key.as_str(), &value, &carried, &ttl_ms, &tags, &window_ms],
                 )
                 .await;
@@ -168,17 +157,7 @@ impl Store for PgStore {
             .query_raw(
                 "put",
                 &self.inner.sql.fill,
-                &[
-                    Type::TEXT,
-                    Type::BYTEA,
-                    Type::TEXT_ARRAY,
-                    Type::INT8,
-                    Type::TEXT_ARRAY,
-                    Type::TEXT,
-                    Type::INT8,
-                    Type::INT8,
-                    Type::INT8,
-                ],
+                FILL_TYPES,
                 &[
                     &key.as_str(),
                     &value,
